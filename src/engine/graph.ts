@@ -1,0 +1,383 @@
+// A compute graph: op tensors in a no-alloc ggml context, placed by ggml_gallocr in one backend
+// buffer that is reused across computes. Every op checks shapes and types here first, because
+// ggml reports the same mistakes by aborting the process.
+import type { Backend } from "./backend.ts";
+import { GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, type Ptr } from "./native.ts";
+import { TensorStore } from "./store.ts";
+import { GGML_TYPE, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
+
+export interface RopeOptions {
+  /** Rotated dims per head (the head dim unless partial rotary). */
+  nDims: number;
+  /** GGML_ROPE_TYPE_NEOX rotates halves (HF's rotate_half); 0 rotates adjacent pairs. */
+  mode?: number;
+  freqBase: number;
+  freqScale?: number;
+  nCtxOrig?: number;
+  extFactor?: number;
+  attnFactor?: number;
+  betaFast?: number;
+  betaSlow?: number;
+  /** Per-dimension divisors of the frequencies (llama3 / longrope scaling), f32 [nDims/2]. */
+  freqFactors?: Tensor;
+}
+
+/** Ops whose backward pass ggml implements (ggml.c ggml_compute_backward), by ggml_op_desc name. */
+const DIFFERENTIABLE_OPS = new Set([
+  "NONE", "DUP", "ADD", "ADD1", "SUB", "MUL", "DIV", "SQR", "SQRT", "LOG", "SIN", "COS", "SUM", "SUM_ROWS",
+  "REPEAT", "REPEAT_BACK", "RMS_NORM", "MUL_MAT", "SCALE", "SET", "CPY", "CONT", "RESHAPE", "VIEW",
+  "PERMUTE", "TRANSPOSE", "GET_ROWS", "DIAG_MASK_INF", "DIAG_MASK_ZERO", "SOFT_MAX", "ROPE",
+  "ABS", "SGN", "NEG", "STEP", "RELU", "SILU", "EXP", "EXPM1", "SOFTPLUS", "SWIGLU", "CROSS_ENTROPY_LOSS",
+  // outputs of argmax and other integer ops never carry gradients
+  "ARGMAX",
+]);
+
+function sameShape(a: Tensor, b: Tensor): boolean {
+  return a.ne.every((n, i) => n === b.ne[i]);
+}
+
+function canRepeat(small: Tensor, big: Tensor): boolean {
+  return small.ne.every((n, i) => big.ne[i] % n === 0);
+}
+
+export class Graph {
+  private readonly ctx: Ptr;
+  private readonly graph: Ptr;
+  private galloc: Ptr = 0n;
+  private readonly outputs: Tensor[] = [];
+  /** Small persistent tensors the graph owns (the loss seed of the backward pass). */
+  private readonly own: TensorStore;
+  private lossSeed?: Tensor;
+  private built = false;
+
+  constructor(readonly backend: Backend, options: { maxNodes?: number; grads?: boolean } = {}) {
+    const { ggml } = backend;
+    const maxNodes = options.maxNodes ?? 8192;
+    const grads = options.grads ?? false;
+    // Each node needs a tensor header; a backward pass roughly triples the node count.
+    const tensors = maxNodes * (grads ? 4 : 2);
+    const memSize = tensors * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead_custom(maxNodes, grads);
+    this.ctx = ggml.ggml_init({ mem_size: memSize, mem_buffer: null, no_alloc: true });
+    if (!this.ctx) throw new Error("ggml_init failed for a graph context");
+    this.graph = ggml.ggml_new_graph_custom(this.ctx, maxNodes, grads);
+    this.own = new TensorStore(backend, "graph", 16);
+  }
+
+  private get ggml() {
+    return this.backend.ggml;
+  }
+
+  private wrap(ptr: Ptr): Tensor {
+    return Tensor.wrap(this.ggml, ptr);
+  }
+
+  private fail(op: string, message: string, ...tensors: Tensor[]): never {
+    throw new Error(`${op}: ${message} (${tensors.map((t) => t.describe()).join("; ")})`);
+  }
+
+  private requireFloat(op: string, ...tensors: Tensor[]): void {
+    for (const t of tensors) if (t.dtype !== "f32") this.fail(op, "expects f32 operands", t);
+  }
+
+  // ---- leaves --------------------------------------------------------------------------------
+
+  /** A graph input: memory placed by the allocator, data set after allocate() and before compute(). */
+  input(dtype: DType, ne: readonly number[], name: string): Tensor {
+    const [n0, n1, n2, n3] = toShape4(ne);
+    const t = this.wrap(this.ggml.ggml_new_tensor_4d(this.ctx, GGML_TYPE[dtype], n0, n1, n2, n3)).setName(name);
+    this.ggml.ggml_set_input(t.ptr);
+    return t;
+  }
+
+  /** Marks an input as a variable to differentiate with respect to. */
+  param(t: Tensor): Tensor {
+    if (t.dtype !== "f32") this.fail("param", "trainable tensors must be f32", t);
+    this.ggml.ggml_set_param(t.ptr);
+    return t;
+  }
+
+  // ---- elementwise ---------------------------------------------------------------------------
+
+  /** a + b, b broadcast over a when each of b's dims divides a's. */
+  add(a: Tensor, b: Tensor): Tensor {
+    if (!canRepeat(b, a)) this.fail("add", "b must broadcast to a", a, b);
+    if (a.dtype !== "f32" && a.dtype !== "f16") this.fail("add", "a must be a float tensor", a);
+    return this.wrap(this.ggml.ggml_add(this.ctx, a.ptr, b.ptr));
+  }
+
+  /** a * b, b broadcast over a (the backward of mul handles broadcasting). */
+  mul(a: Tensor, b: Tensor): Tensor {
+    if (!canRepeat(b, a)) this.fail("mul", "b must broadcast to a", a, b);
+    this.requireFloat("mul", a, b);
+    return this.wrap(this.ggml.ggml_mul(this.ctx, a.ptr, b.ptr));
+  }
+
+  /** a - b with equal shapes: ggml's backward of a broadcast sub is wrong, so repeat explicitly. */
+  sub(a: Tensor, b: Tensor): Tensor {
+    if (!sameShape(a, b)) this.fail("sub", "shapes must match (use repeat to broadcast)", a, b);
+    this.requireFloat("sub", a, b);
+    return this.wrap(this.ggml.ggml_sub(this.ctx, a.ptr, b.ptr));
+  }
+
+  /** a / b with equal shapes, for the same reason as sub. */
+  div(a: Tensor, b: Tensor): Tensor {
+    if (!sameShape(a, b)) this.fail("div", "shapes must match (use repeat to broadcast)", a, b);
+    this.requireFloat("div", a, b);
+    return this.wrap(this.ggml.ggml_div(this.ctx, a.ptr, b.ptr));
+  }
+
+  scale(a: Tensor, s: number): Tensor {
+    if (!Number.isFinite(s)) this.fail("scale", `factor must be finite, got ${s}`, a);
+    this.requireFloat("scale", a);
+    return this.wrap(this.ggml.ggml_scale(this.ctx, a.ptr, s));
+  }
+
+  /** a * s + b (the bias is a constant; ggml's backward only scales). */
+  scaleBias(a: Tensor, s: number, b: number): Tensor {
+    if (!Number.isFinite(s) || !Number.isFinite(b)) this.fail("scaleBias", `factors must be finite, got ${s}, ${b}`, a);
+    this.requireFloat("scaleBias", a);
+    return this.wrap(this.ggml.ggml_scale_bias(this.ctx, a.ptr, s, b));
+  }
+
+  private unary(name: "sqr" | "sqrt" | "log" | "exp" | "abs" | "sgn" | "neg" | "tanh" | "softplus" | "silu" | "relu", a: Tensor): Tensor {
+    this.requireFloat(name, a);
+    return this.wrap(this.ggml[`ggml_${name}`](this.ctx, a.ptr));
+  }
+  sqr(a: Tensor) { return this.unary("sqr", a); }
+  sqrt(a: Tensor) { return this.unary("sqrt", a); }
+  log(a: Tensor) { return this.unary("log", a); }
+  exp(a: Tensor) { return this.unary("exp", a); }
+  abs(a: Tensor) { return this.unary("abs", a); }
+  sgn(a: Tensor) { return this.unary("sgn", a); }
+  neg(a: Tensor) { return this.unary("neg", a); }
+  tanh(a: Tensor) { return this.unary("tanh", a); }
+  softplus(a: Tensor) { return this.unary("softplus", a); }
+  silu(a: Tensor) { return this.unary("silu", a); }
+  relu(a: Tensor) { return this.unary("relu", a); }
+
+  /** silu(gate) * up, ggml's fused SwiGLU (differentiable in its split form). */
+  swiglu(gate: Tensor, up: Tensor): Tensor {
+    if (!sameShape(gate, up)) this.fail("swiglu", "gate and up must have the same shape", gate, up);
+    this.requireFloat("swiglu", gate, up);
+    return this.wrap(this.ggml.ggml_swiglu_split(this.ctx, gate.ptr, up.ptr));
+  }
+
+  // ---- reductions and broadcasting -----------------------------------------------------------
+
+  sum(a: Tensor): Tensor {
+    this.requireFloat("sum", a);
+    return this.wrap(this.ggml.ggml_sum(this.ctx, a.ptr));
+  }
+
+  /** Sums along ne[0]: [n0, n1, n2, n3] -> [1, n1, n2, n3]. */
+  sumRows(a: Tensor): Tensor {
+    this.requireFloat("sumRows", a);
+    return this.wrap(this.ggml.ggml_sum_rows(this.ctx, a.ptr));
+  }
+
+  /** Tiles a to the shape of like. */
+  repeat(a: Tensor, like: Tensor): Tensor {
+    if (!canRepeat(a, like)) this.fail("repeat", "each dim of a must divide the target's", a, like);
+    return this.wrap(this.ggml.ggml_repeat(this.ctx, a.ptr, like.ptr));
+  }
+
+  argmax(a: Tensor): Tensor {
+    if (a.ne[2] !== 1 || a.ne[3] !== 1) this.fail("argmax", "expects a matrix", a);
+    return this.wrap(this.ggml.ggml_argmax(this.ctx, a.ptr));
+  }
+
+  // ---- linear algebra ------------------------------------------------------------------------
+
+  /** ggml_mul_mat: a [k, m, ...] and b [k, n, ...] give [m, n, ...] (b @ a^T in row-major terms). */
+  mulMat(a: Tensor, b: Tensor): Tensor {
+    if (a.ne[0] !== b.ne[0]) this.fail("mulMat", `inner dims differ (${a.ne[0]} vs ${b.ne[0]})`, a, b);
+    if (b.ne[2] % a.ne[2] !== 0 || b.ne[3] % a.ne[3] !== 0) this.fail("mulMat", "a's batch dims must divide b's", a, b);
+    if (b.dtype !== "f32") this.fail("mulMat", "b must be f32", b);
+    return this.wrap(this.ggml.ggml_mul_mat(this.ctx, a.ptr, b.ptr));
+  }
+
+  /** Rows of a (any dtype, dequantised to f32) picked by i32 indices: [n0, rows] x [k] -> [n0, k]. */
+  getRows(a: Tensor, indices: Tensor): Tensor {
+    if (indices.dtype !== "i32") this.fail("getRows", "indices must be i32", indices);
+    if (indices.ne[1] !== a.ne[2] || indices.ne[2] !== a.ne[3] || indices.ne[3] !== 1) {
+      this.fail("getRows", "index batch dims must match the data's outer dims", a, indices);
+    }
+    return this.wrap(this.ggml.ggml_get_rows(this.ctx, a.ptr, indices.ptr));
+  }
+
+  // ---- normalisation, attention --------------------------------------------------------------
+
+  rmsNorm(a: Tensor, eps: number): Tensor {
+    this.requireFloat("rmsNorm", a);
+    return this.wrap(this.ggml.ggml_rms_norm(this.ctx, a.ptr, eps));
+  }
+
+  /**
+   * softmax(a * scale + mask) along ne[0]. The mask (f32, [n0, >=n1, broadcast over dims 2, 3])
+   * is data, not a variable: ggml has no gradient for it.
+   */
+  softMax(a: Tensor, mask: Tensor | null, scale = 1): Tensor {
+    this.requireFloat("softMax", a);
+    if (mask) {
+      if (mask.dtype !== "f32" && mask.dtype !== "f16") this.fail("softMax", "mask must be f32 or f16", mask);
+      if (mask.ne[0] !== a.ne[0] || mask.ne[1] < a.ne[1] || a.ne[2] % mask.ne[2] !== 0 || a.ne[3] % mask.ne[3] !== 0) {
+        this.fail("softMax", "mask must be [n0, >=n1] and broadcast over dims 2 and 3", a, mask);
+      }
+    }
+    return this.wrap(this.ggml.ggml_soft_max_ext(this.ctx, a.ptr, mask?.ptr ?? null, scale, 0));
+  }
+
+  /** Sets entries above the diagonal (past n_past) to -inf: the causal mask, differentiable. */
+  diagMaskInf(a: Tensor, nPast = 0): Tensor {
+    this.requireFloat("diagMaskInf", a);
+    return this.wrap(this.ggml.ggml_diag_mask_inf(this.ctx, a.ptr, nPast));
+  }
+
+  /** Rotary embedding of a [headDim, heads, tokens, batch] at i32 positions [tokens]. */
+  rope(a: Tensor, positions: Tensor, o: RopeOptions): Tensor {
+    this.requireFloat("rope", a);
+    if (positions.dtype !== "i32" || positions.ne[0] !== a.ne[2]) this.fail("rope", "positions must be i32 with one entry per token (ne[2])", a, positions);
+    if (o.nDims > a.ne[0] || o.nDims % 2 !== 0) this.fail("rope", `n_dims ${o.nDims} must be even and <= head dim`, a);
+    if (o.freqFactors && (o.freqFactors.dtype !== "f32" || o.freqFactors.ne[0] < o.nDims / 2)) {
+      this.fail("rope", "freq factors must be f32 with n_dims/2 entries", o.freqFactors);
+    }
+    return this.wrap(this.ggml.ggml_rope_ext(this.ctx, a.ptr, positions.ptr, o.freqFactors?.ptr ?? null,
+      o.nDims, o.mode ?? GGML_ROPE_TYPE_NEOX, o.nCtxOrig ?? 0, o.freqBase, o.freqScale ?? 1,
+      o.extFactor ?? 0, o.attnFactor ?? 1, o.betaFast ?? 32, o.betaSlow ?? 1));
+  }
+
+  // ---- views and copies ----------------------------------------------------------------------
+
+  reshape(a: Tensor, ne: readonly number[]): Tensor {
+    const s = toShape4(ne);
+    if (s[0] * s[1] * s[2] * s[3] !== a.elements) this.fail("reshape", `cannot reshape to [${s.join(", ")}]`, a);
+    if (!a.isContiguous) this.fail("reshape", "needs a contiguous tensor (use cont first)", a);
+    return this.wrap(this.ggml.ggml_reshape_4d(this.ctx, a.ptr, ...s));
+  }
+
+  /** A strided view; strides and offset in bytes. */
+  view(a: Tensor, ne: readonly number[], nb: readonly [number, number, number], offset: number): Tensor {
+    const s = toShape4(ne);
+    const last = offset + (s[0] - 1) * a.nb[0] + (s[1] - 1) * nb[0] + (s[2] - 1) * nb[1] + (s[3] - 1) * nb[2];
+    if (offset < 0 || last >= a.nbytes) this.fail("view", `view [${s.join(", ")}] at ${offset} runs past the tensor`, a);
+    return this.wrap(this.ggml.ggml_view_4d(this.ctx, a.ptr, ...s, nb[0], nb[1], nb[2], offset));
+  }
+
+  /** ggml_permute: source dim i moves to position axes[i]. */
+  permute(a: Tensor, axes: readonly [number, number, number, number]): Tensor {
+    if ([...axes].sort().join() !== "0,1,2,3") this.fail("permute", `axes [${axes.join(", ")}] are not a permutation of 0..3`, a);
+    return this.wrap(this.ggml.ggml_permute(this.ctx, a.ptr, ...axes));
+  }
+
+  transpose(a: Tensor): Tensor {
+    return this.wrap(this.ggml.ggml_transpose(this.ctx, a.ptr));
+  }
+
+  cont(a: Tensor): Tensor {
+    return this.wrap(this.ggml.ggml_cont(this.ctx, a.ptr));
+  }
+
+  cast(a: Tensor, dtype: DType): Tensor {
+    return this.wrap(this.ggml.ggml_cast(this.ctx, a.ptr, GGML_TYPE[dtype]));
+  }
+
+  // ---- building, allocating, computing -------------------------------------------------------
+
+  /** Adds t and everything it depends on to the graph, and keeps its memory readable after compute. */
+  output(t: Tensor): Tensor {
+    if (this.built) throw new Error("output: the graph is already allocated");
+    this.ggml.ggml_set_output(t.ptr);
+    this.ggml.ggml_build_forward_expand(this.graph, t.ptr);
+    this.outputs.push(t);
+    return t;
+  }
+
+  get nodes(): Tensor[] {
+    const n = this.ggml.ggml_graph_n_nodes(this.graph);
+    return Array.from({ length: n }, (_, i) => this.wrap(this.ggml.ggml_graph_node(this.graph, i)));
+  }
+
+  /**
+   * Expands the backward pass of the scalar f32 `loss` w.r.t. every tensor marked as a parameter
+   * (store tensors created with `trainable`, or inputs passed to `param`). The loss seed lives in
+   * its own buffer, because an allocator-placed seed could be overwritten before backward reads it.
+   */
+  backward(loss: Tensor): void {
+    if (loss.elements !== 1 || loss.dtype !== "f32") this.fail("backward", "the loss must be a scalar f32", loss);
+    if (this.built) throw new Error("backward: the graph is already allocated");
+    const { ggml } = this;
+    this.output(loss);
+    const nodes = this.nodes;
+    const unsupported = [...new Set(nodes.map((n) => ggml.ggml_op_desc(n.ptr)).filter((op) => !DIFFERENTIABLE_OPS.has(op)))];
+    if (unsupported.length) {
+      throw new Error(`backward: ggml has no gradient for ${unsupported.join(", ")}; use the compositions in engine/compose.ts`);
+    }
+    ggml.ggml_set_loss(loss.ptr);
+    this.lossSeed = this.own.tensor("f32", [1], "loss seed");
+    this.own.allocate();
+    this.lossSeed.setAll(new Float32Array([1]));
+    const gradAccs = new BigUint64Array(nodes.length);
+    gradAccs[nodes.findIndex((n) => n.ptr === loss.ptr)] = this.lossSeed.ptr;
+    ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
+    this.protectSoftmaxOutputs();
+  }
+
+  /**
+   * gallocr may place SOFT_MAX_BACK in the memory of the softmax output it reads (src[1]), but the
+   * CPU kernel copies dy into dx before multiplying by y, so in place it computes y := dy and
+   * returns wrong gradients. Outputs are never reused, so flagging y as one avoids the aliasing.
+   */
+  private protectSoftmaxOutputs(): void {
+    for (const node of this.nodes) {
+      if (this.ggml.ggml_op_desc(node.ptr) === "SOFT_MAX_BACK") this.ggml.ggml_set_output(node.source(1).ptr);
+    }
+  }
+
+  /** The gradient of a parameter after backward(), kept readable after compute. */
+  grad(param: Tensor): Tensor {
+    const ptr = this.ggml.ggml_graph_get_grad(this.graph, param.ptr);
+    if (!ptr) throw new Error(`grad: ${param.describe()} has no gradient (not a parameter, or the loss does not depend on it)`);
+    const g = this.wrap(ptr);
+    if (!this.built) this.output(g);
+    return g;
+  }
+
+  /** Places all op tensors; call once after building, before setting inputs. */
+  allocate(): void {
+    if (this.built) return;
+    const { ggml } = this;
+    const nodes = this.nodes;
+    if (nodes.length === 0) throw new Error("allocate: the graph is empty (call output() first)");
+    const unsupported = nodes.filter((n) => !ggml.ggml_backend_supports_op(this.backend.handle, n.ptr));
+    if (unsupported.length) {
+      const ops = [...new Set(unsupported.map((n) => `${ggml.ggml_op_desc(n.ptr)} ${n.dtype}`))];
+      throw new Error(`${this.backend.device.name} cannot run: ${ops.join(", ")}`);
+    }
+    this.galloc = ggml.ggml_gallocr_new(this.backend.defaultBufferType);
+    if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.graph)) {
+      throw new Error(`could not allocate the graph's ${nodes.length} nodes on ${this.backend.device.name}`);
+    }
+    this.built = true;
+  }
+
+  /** Bytes of the allocator's compute buffer. */
+  get computeBytes(): number {
+    return this.galloc ? this.ggml.ggml_gallocr_get_buffer_size(this.galloc, 0) : 0;
+  }
+
+  compute(): void {
+    if (!this.built) this.allocate();
+    const status = this.ggml.ggml_backend_graph_compute(this.backend.handle, this.graph);
+    if (status !== GGML_STATUS_SUCCESS) throw new Error(`graph compute failed with ggml status ${status}`);
+  }
+
+  free(): void {
+    const { ggml } = this;
+    if (this.galloc) ggml.ggml_gallocr_free(this.galloc);
+    this.galloc = 0n;
+    this.own.free();
+    ggml.ggml_free(this.ctx);
+  }
+}
+
+export type { Shape4 };

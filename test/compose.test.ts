@@ -1,0 +1,114 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { crossEntropy, crossEntropyTargets, geluErf, geluTanh, layerNorm } from "../src/engine/compose.ts";
+import { gradCheck, seededRandom } from "./support/gradcheck.ts";
+import { testBackend } from "./support/backend.ts";
+
+/** erf in float64 from the all-positive series 2/sqrt(pi) e^{-x^2} sum 2^n x^{2n+1} / (2n+1)!!. */
+function erf64(x: number): number {
+  const a = Math.abs(x);
+  if (a > 6) return Math.sign(x);
+  let term = a;
+  let sum = a;
+  for (let n = 1; term > 1e-17 * sum; n++) {
+    term *= (2 * a * a) / (2 * n + 1);
+    sum += term;
+  }
+  return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * Math.exp(-a * a) * sum;
+}
+
+const geluTanh64 = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+const geluErf64 = (x: number) => 0.5 * x * (1 + erf64(x / Math.SQRT2));
+
+/** Dense grid over [-50, 50] plus the sensitive region near 0. */
+function wideRange(): Float64Array {
+  const xs: number[] = [];
+  for (let x = -50; x <= 50; x += 0.37) xs.push(x);
+  for (let x = -4; x <= 4; x += 0.013) xs.push(x);
+  xs.push(0, 1e-6, -1e-6, 50, -50);
+  return Float64Array.from(xs);
+}
+
+test("erf64 reference matches known values", () => {
+  assert.ok(Math.abs(erf64(0.5) - 0.5204998778130465) < 1e-15);
+  assert.ok(Math.abs(erf64(2) - 0.9953222650189527) < 1e-15);
+  assert.ok(Math.abs(erf64(-1) + 0.8427007929497149) < 1e-15);
+});
+
+for (const [name, fn, ref] of [["geluTanh", geluTanh, geluTanh64], ["geluErf", geluErf, geluErf64]] as const) {
+  test(`${name}: value and gradient match float64 finite differences over [-50, 50]`, async () => {
+    const x = wideRange();
+    const r = gradCheck(await testBackend(), {
+      ne: [x.length],
+      x,
+      build: (g, t) => ({ out: fn(g, t) }),
+      reference: (v) => v.map(ref),
+    });
+    assert.ok(r.maxValueError < 1e-5, `value error ${r.maxValueError}`);
+    assert.ok(r.maxGradError < 1e-4, `gradient error ${r.maxGradError}`);
+  });
+}
+
+function layerNorm64(x: Float64Array, n: number, eps: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let row = 0; row < x.length / n; row++) {
+    const v = x.subarray(row * n, row * n + n);
+    const mean = v.reduce((a, b) => a + b, 0) / n;
+    const variance = v.reduce((a, b) => a + (b - mean) ** 2, 0) / n;
+    for (let i = 0; i < n; i++) out[row * n + i] = (v[i] - mean) / Math.sqrt(variance + eps);
+  }
+  return out;
+}
+
+test("layerNorm: value and gradient match float64 finite differences, including large inputs", async () => {
+  const random = seededRandom(1);
+  const n = 16;
+  const rows = 6;
+  const x = Float64Array.from({ length: n * rows }, (_, i) => (random() - 0.5) * (i < n * 3 ? 4 : 100) + (i >= n * 5 ? 50 : 0));
+  const r = gradCheck(await testBackend(), {
+    ne: [n, rows],
+    x,
+    build: (g, t) => ({ out: layerNorm(g, t, 1e-5) }),
+    reference: (v) => layerNorm64(v, n, 1e-5),
+  });
+  assert.ok(r.maxValueError < 1e-5, `value error ${r.maxValueError}`);
+  assert.ok(r.maxGradError < 1e-3, `gradient error ${r.maxGradError}`);
+});
+
+function crossEntropy64(logits: Float64Array, classes: number, labels: number[]): Float64Array {
+  let total = 0;
+  let valid = 0;
+  labels.forEach((label, i) => {
+    if (label === -100) return;
+    const row = logits.subarray(i * classes, (i + 1) * classes);
+    const max = Math.max(...row);
+    const lse = max + Math.log(row.reduce((a, b) => a + Math.exp(b - max), 0));
+    total += lse - row[label];
+    valid++;
+  });
+  return Float64Array.of(total / valid);
+}
+
+test("crossEntropy: label-indexed loss and gradient match float64, ignore index skipped", async () => {
+  const random = seededRandom(3);
+  const classes = 37;
+  const labels = [3, -100, 0, 36, 12, -100, 5];
+  const x = Float64Array.from({ length: classes * labels.length }, () => (random() - 0.5) * 20);
+  const { indices, weights } = crossEntropyTargets(labels, classes);
+  const r = gradCheck(await testBackend(), {
+    ne: [classes, labels.length],
+    x,
+    build: (g, t) => {
+      const idx = g.input("i32", [labels.length], "indices");
+      const w = g.input("f32", [labels.length], "weights");
+      return { out: crossEntropy(g, t, idx, w), inputs: [[idx, indices], [w, weights]] };
+    },
+    reference: (v) => crossEntropy64(v, classes, labels),
+  });
+  assert.ok(r.maxValueError < 1e-5, `value error ${r.maxValueError}`);
+  assert.ok(r.maxGradError < 1e-4, `gradient error ${r.maxGradError}`);
+});
+
+test("crossEntropyTargets rejects labels outside the classes", () => {
+  assert.throws(() => crossEntropyTargets([0, 7], 5), /label 7 at position 1/);
+});
