@@ -1,0 +1,191 @@
+// What every architecture shares: Hugging Face tensor names mapped one to one onto ggml tensors in
+// a store, a forward graph builder, and the Hugging Face loss. Every projection goes through
+// `Model.linear`, the one seam where adapters (LoRA and friends) attach to a module.
+import type { Backend } from "../engine/backend.ts";
+import { crossEntropy, crossEntropyTargets } from "../engine/compose.ts";
+import type { Graph } from "../engine/graph.ts";
+import { TensorStore } from "../engine/store.ts";
+import { fromTorchShape, type DType, type HostArray, type Tensor } from "../engine/tensor.ts";
+import { fromFloat32 } from "../io/dtype.ts";
+import type { ModelConfig } from "../io/hf-config.ts";
+
+/** A checkpoint's tensors by Hugging Face name (io's safetensors Checkpoint, GGUF, ...). */
+export interface WeightSource {
+  /** Names the file(s) in error messages. */
+  readonly path: string;
+  /** PyTorch-order shapes by tensor name. */
+  readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  readF32(name: string): Float32Array;
+}
+
+export interface ParameterSpec {
+  /** Hugging Face state-dict name, e.g. model.layers.0.self_attn.q_proj.weight. */
+  name: string;
+  /** PyTorch-order shape. */
+  shape: number[];
+}
+
+/** One batch of token sequences, row-major [batch, seq] like the tensors transformers takes. */
+export interface Batch {
+  batchSize: number;
+  seqLen: number;
+  inputIds: Int32Array;
+  /** 1 for real tokens, 0 for padding; all ones when absent. */
+  attentionMask?: Int32Array;
+  tokenTypeIds?: Int32Array;
+}
+
+/** Graph inputs of a forward pass, filled from a Batch after the graph is allocated. */
+export interface ForwardInputs {
+  readonly values: [Tensor, (batch: Batch) => HostArray][];
+}
+
+export interface ForwardResult {
+  /** [classes or vocab, positions] in ggml order: torch [batch, seq, vocab] or [batch, labels]. */
+  logits: Tensor;
+  inputs: ForwardInputs;
+}
+
+export type LinearFn = (g: Graph, module: string, x: Tensor) => Tensor;
+
+export const IGNORE_INDEX = -100;
+
+export abstract class Model<C extends ModelConfig = ModelConfig> {
+  readonly store: TensorStore;
+  private readonly params = new Map<string, Tensor>();
+  /** Replacements for Model.linear by module name (adapters install themselves here). */
+  readonly linearOverrides = new Map<string, LinearFn>();
+
+  protected constructor(readonly backend: Backend, readonly config: C, readonly weightDtype: DType) {
+    this.store = new TensorStore(backend, `${config.modelType} weights`);
+    for (const spec of this.parameterSpecs()) {
+      // 1-D tensors (norms, biases) stay f32: they are tiny and ggml's broadcast ops want f32.
+      const dtype = spec.shape.length === 1 ? "f32" : weightDtype;
+      this.params.set(spec.name, this.store.tensor(dtype, fromTorchShape(spec.shape), spec.name));
+    }
+    this.store.allocate();
+  }
+
+  /** Every tensor of the Hugging Face state dict this architecture reads, in order. */
+  abstract parameterSpecs(): ParameterSpec[];
+
+  /** Builds logits for a batch of the given shape. */
+  abstract forward(g: Graph, batchSize: number, seqLen: number): ForwardResult;
+
+  /**
+   * State-dict entries a checkpoint may carry that are not parameters (buffers such as
+   * rotary inv_freq or position_ids) and tied weights that may be absent.
+   */
+  protected ignorable(name: string): boolean {
+    void name;
+    return false;
+  }
+
+  /** Tensors allowed to be missing, with the parameter they are tied to. */
+  protected tiedTo(name: string): string | undefined {
+    void name;
+    return undefined;
+  }
+
+  get kind(): "causal-lm" | "sequence-classification" {
+    return "causal-lm";
+  }
+
+  param(name: string): Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new Error(`${this.config.modelType} has no parameter ${name}`);
+    return t;
+  }
+
+  hasParam(name: string): boolean {
+    return this.params.has(name);
+  }
+
+  get parameterNames(): string[] {
+    return [...this.params.keys()];
+  }
+
+  get parameterCount(): number {
+    let n = 0;
+    for (const t of this.params.values()) n += t.elements;
+    return n;
+  }
+
+  /** Loads every parameter from a checkpoint, checking names and shapes against the config. */
+  load(source: WeightSource): void {
+    const available = new Set(source.tensors.keys());
+    const missing: string[] = [];
+    for (const [name, tensor] of this.params) {
+      const from = available.has(name) ? name : this.tiedTo(name);
+      if (!from || !available.has(from)) {
+        missing.push(name);
+        continue;
+      }
+      const expected = tensor.torchShape.join(", ");
+      const actual = source.tensors.get(from)!.shape.join(", ");
+      if (expected !== actual) {
+        throw new Error(`${source.path}: tensor ${from} has shape [${actual}] but the config implies [${expected}]`);
+      }
+      this.setParam(tensor, source.readF32(from));
+    }
+    if (missing.length) throw new Error(`${source.path}: missing tensors: ${missing.join(", ")}`);
+    const unexpected = [...available].filter((n) => !this.params.has(n) && !this.ignorable(n));
+    if (unexpected.length) {
+      throw new Error(`${source.path}: tensors this ${this.config.modelType} model does not use: ${unexpected.slice(0, 20).join(", ")}` +
+        (unexpected.length > 20 ? ` and ${unexpected.length - 20} more` : ""));
+    }
+  }
+
+  /** Writes f32 values into a parameter, converting to its storage dtype. */
+  setParam(tensor: Tensor, values: Float32Array): void {
+    if (values.length !== tensor.elements) {
+      throw new Error(`${tensor.name}: expected ${tensor.elements} values, got ${values.length}`);
+    }
+    if (tensor.dtype === "f32") tensor.setAll(values);
+    else if (tensor.dtype === "f16" || tensor.dtype === "bf16") tensor.setAll(fromFloat32(tensor.dtype === "f16" ? "F16" : "BF16", values) as Uint16Array);
+    else throw new Error(`${tensor.name}: weights cannot be stored as ${tensor.dtype} from float values`);
+  }
+
+  /** y = x W^T + b for the module's HF weight [out, in] (ggml [in, out]); adapters may override. */
+  linear(g: Graph, module: string, x: Tensor): Tensor {
+    const override = this.linearOverrides.get(module);
+    return override ? override(g, module, x) : this.baseLinear(g, module, x);
+  }
+
+  baseLinear(g: Graph, module: string, x: Tensor): Tensor {
+    const y = g.mulMat(this.param(`${module}.weight`), x);
+    const bias = `${module}.bias`;
+    return this.hasParam(bias) ? g.add(y, this.param(bias)) : y;
+  }
+
+  /**
+   * The Hugging Face loss for this model on a batch: causal LM cross-entropy with labels shifted
+   * by one (labels default to input_ids, -100 ignored), or classification cross-entropy.
+   * Returns the graph inputs the loss needs next to the forward inputs.
+   */
+  buildLoss(g: Graph, logits: Tensor, batchSize: number, seqLen: number): { loss: Tensor; targets: [Tensor, (labels: Int32Array) => HostArray][] } {
+    const [classes, positions] = logits.ne;
+    const indices = g.input("i32", [positions], "target indices");
+    const weights = g.input("f32", [positions], "target weights");
+    const loss = crossEntropy(g, logits, indices, weights);
+    const targets = (labels: Int32Array) => crossEntropyTargets(
+      this.kind === "causal-lm" ? shiftLabels(labels, batchSize, seqLen) : labels, classes);
+    return {
+      loss,
+      targets: [[indices, (labels) => targets(labels).indices], [weights, (labels) => targets(labels).weights]],
+    };
+  }
+
+  free(): void {
+    this.store.free();
+  }
+}
+
+/** Position t of each sequence predicts token t + 1; the last position predicts nothing. */
+export function shiftLabels(labels: Int32Array, batchSize: number, seqLen: number): Int32Array {
+  const shifted = new Int32Array(labels.length).fill(IGNORE_INDEX);
+  for (let b = 0; b < batchSize; b++) {
+    for (let t = 0; t + 1 < seqLen; t++) shifted[b * seqLen + t] = labels[b * seqLen + t + 1];
+  }
+  return shifted;
+}
