@@ -52,6 +52,11 @@ export function layerNorm(g: Graph, x: Tensor, eps: number): Tensor {
   return g.div(centered, g.repeat(std, x));
 }
 
+/** LayerNorm with its learned scale and shift, as torch.nn.LayerNorm. */
+export function layerNormAffine(g: Graph, x: Tensor, weight: Tensor, bias: Tensor, eps: number): Tensor {
+  return g.add(g.mul(layerNorm(g, x, eps), weight), bias);
+}
+
 /**
  * Inputs of crossEntropy: for logits [C, N] and labels[N] (ignoreIndex skipped), the flat index
  * of each label's probability in the [C * N] softmax, and each position's weight in the mean.

@@ -3,6 +3,8 @@ import type { Backend } from "../engine/backend.ts";
 import type { DType } from "../engine/tensor.ts";
 import { loadConfig, type ModelConfig } from "../io/hf-config.ts";
 import { openCheckpoint } from "../io/safetensors.ts";
+import { BertModel } from "./bert.ts";
+import { Gpt2Model } from "./gpt2.ts";
 import { LlamaModel } from "./llama.ts";
 import type { Model } from "./model.ts";
 
@@ -10,8 +12,10 @@ export function createModel(backend: Backend, config: ModelConfig, weightDtype: 
   switch (config.family) {
     case "llama":
       return new LlamaModel(backend, config, weightDtype);
-    default:
-      throw new Error(`model family ${config.family} is not implemented yet`);
+    case "gpt2":
+      return new Gpt2Model(backend, config, weightDtype);
+    case "bert":
+      return new BertModel(backend, config, weightDtype);
   }
 }
 

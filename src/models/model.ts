@@ -3,7 +3,7 @@
 // `Model.linear`, the one seam where adapters (LoRA and friends) attach to a module.
 import type { Backend } from "../engine/backend.ts";
 import { crossEntropy, crossEntropyTargets } from "../engine/compose.ts";
-import type { Graph } from "../engine/graph.ts";
+import { Graph } from "../engine/graph.ts";
 import { TensorStore } from "../engine/store.ts";
 import { fromTorchShape, type DType, type HostArray, type Tensor } from "../engine/tensor.ts";
 import { fromFloat32 } from "../io/dtype.ts";
@@ -53,6 +53,8 @@ export const IGNORE_INDEX = -100;
 export abstract class Model<C extends ModelConfig = ModelConfig> {
   readonly store: TensorStore;
   private readonly params = new Map<string, Tensor>();
+  /** Parameters the last load() initialised because the checkpoint lacked them (fresh heads). */
+  newlyInitialized: string[] = [];
   /** Replacements for Model.linear by module name (adapters install themselves here). */
   readonly linearOverrides = new Map<string, LinearFn>();
 
@@ -87,6 +89,13 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
     return undefined;
   }
 
+  /** Values for a parameter the checkpoint lacks but that starts fresh (a new task head). */
+  protected initialValues(name: string, elements: number): Float32Array | undefined {
+    void name;
+    void elements;
+    return undefined;
+  }
+
   get kind(): "causal-lm" | "sequence-classification" {
     return "causal-lm";
   }
@@ -115,10 +124,17 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
   load(source: WeightSource): void {
     const available = new Set(source.tensors.keys());
     const missing: string[] = [];
+    const initialized: string[] = [];
     for (const [name, tensor] of this.params) {
       const from = available.has(name) ? name : this.tiedTo(name);
       if (!from || !available.has(from)) {
-        missing.push(name);
+        const fresh = this.initialValues(name, tensor.elements);
+        if (fresh) {
+          initialized.push(name);
+          this.setParam(tensor, fresh);
+        } else {
+          missing.push(name);
+        }
         continue;
       }
       const expected = tensor.torchShape.join(", ");
@@ -129,6 +145,7 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
       this.setParam(tensor, source.readF32(from));
     }
     if (missing.length) throw new Error(`${source.path}: missing tensors: ${missing.join(", ")}`);
+    this.newlyInitialized = initialized;
     const unexpected = [...available].filter((n) => !this.params.has(n) && !this.ignorable(n));
     if (unexpected.length) {
       throw new Error(`${source.path}: tensors this ${this.config.modelType} model does not use: ${unexpected.slice(0, 20).join(", ")}` +
@@ -176,9 +193,41 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
     };
   }
 
+  /** One forward pass over a batch (and the Hugging Face loss when labels are given). */
+  run(batch: Batch, labels?: Int32Array): { logits: Float32Array; logitsShape: number[]; loss?: number } {
+    checkBatch(batch, this.config.vocabSize);
+    const g = new Graph(this.backend, { maxNodes: 64 * this.parameterNames.length + 1024 });
+    try {
+      const { logits, inputs } = this.forward(g, batch.batchSize, batch.seqLen);
+      g.output(logits);
+      const lossParts = labels ? this.buildLoss(g, logits, batch.batchSize, batch.seqLen) : undefined;
+      if (lossParts) g.output(lossParts.loss);
+      g.allocate();
+      for (const [tensor, fill] of inputs.values) tensor.setAll(fill(batch));
+      for (const [tensor, fill] of lossParts?.targets ?? []) tensor.setAll(fill(labels!));
+      g.compute();
+      return { logits: logits.getF32(), logitsShape: logits.torchShape.length === 2 && this.kind === "causal-lm" ? [batch.batchSize, batch.seqLen, logits.ne[0]] : logits.torchShape, loss: lossParts?.loss.getF32()[0] };
+    } finally {
+      g.free();
+    }
+  }
+
   free(): void {
     this.store.free();
   }
+}
+
+/** Out-of-range ids would make ggml's get_rows read past the embedding table. */
+function checkBatch(batch: Batch, vocabSize: number): void {
+  const n = batch.batchSize * batch.seqLen;
+  if (!Number.isInteger(batch.batchSize) || !Number.isInteger(batch.seqLen) || n < 1) {
+    throw new Error(`a batch needs positive integer batch size and sequence length, got [${batch.batchSize}, ${batch.seqLen}]`);
+  }
+  for (const [field, values] of [["input_ids", batch.inputIds], ["attention_mask", batch.attentionMask], ["token_type_ids", batch.tokenTypeIds]] as const) {
+    if (values && values.length !== n) throw new Error(`${field} has ${values.length} entries, expected ${batch.batchSize} x ${batch.seqLen}`);
+  }
+  const bad = batch.inputIds.findIndex((id) => id < 0 || id >= vocabSize);
+  if (bad >= 0) throw new Error(`input_ids[${bad}] = ${batch.inputIds[bad]} is outside the vocabulary [0, ${vocabSize})`);
 }
 
 /** Position t of each sequence predicts token t + 1; the last position predicts nothing. */

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import type { Backend } from "../../src/engine/backend.ts";
 import { Graph } from "../../src/engine/graph.ts";
 import type { HostArray, Tensor } from "../../src/engine/tensor.ts";
+import { seededUniform } from "../../src/engine/random.ts";
 
 export interface GradCheckCase {
   /** ggml order shape of the variable. */
@@ -39,7 +40,7 @@ export function gradCheck(backend: Backend, c: GradCheckCase, h = 1e-5): GradChe
   try {
     const x = g.param(g.input("f32", c.ne, "x"));
     const { out, inputs = [] } = c.build(g, x);
-    const random = seededRandom(7);
+    const random = seededUniform(7);
     const r64 = Float64Array.from({ length: out.elements }, () => 0.5 + random());
     const r = g.input("f32", out.ne, "r");
     const loss = g.sum(g.mul(out, r));
@@ -72,16 +73,4 @@ export function gradCheck(backend: Backend, c: GradCheckCase, h = 1e-5): GradChe
   } finally {
     g.free();
   }
-}
-
-/** Deterministic pseudo-random numbers (mulberry32) so a failing case reproduces. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
