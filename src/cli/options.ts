@@ -1,0 +1,42 @@
+// Shared option parsing: node's parseArgs with errors that name the option, and the device options
+// every native command takes.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { Backend, DEVICE_CHOICES, type DeviceChoice } from "../engine/backend.ts";
+
+export const DEVICE_OPTIONS = {
+  device: { type: "string", default: "cpu" },
+  threads: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+export const DEVICE_USAGE = `  --device cpu|cuda|vulkan|auto   compute device (default cpu)\n  --threads N                     CPU threads (default: all cores)`;
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+export function parseCommand<O extends Options>(args: string[], options: O, usage: string, allowPositionals = false) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals, strict: true });
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n\n${usage}`);
+  }
+  if ((parsed.values as { help?: boolean }).help) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  return parsed;
+}
+
+export function requireOption(values: Record<string, unknown>, name: string, usage: string): string {
+  const value = values[name];
+  if (typeof value !== "string" || value === "") throw new Error(`--${name} is required\n\n${usage}`);
+  return value;
+}
+
+export async function openBackend(values: { device?: string; threads?: string }): Promise<Backend> {
+  const device = (values.device ?? "cpu") as DeviceChoice;
+  if (!DEVICE_CHOICES.includes(device)) throw new Error(`--device must be one of ${DEVICE_CHOICES.join(", ")}, got "${values.device}"`);
+  const threads = values.threads === undefined ? undefined : Number(values.threads);
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new Error(`--threads must be a positive integer, got "${values.threads}"`);
+  return Backend.open({ device, threads });
+}
