@@ -4,29 +4,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { loadModel } from "../src/models/index.ts";
-import { openSafetensors } from "../src/io/safetensors.ts";
 import { testBackend } from "./support/backend.ts";
 import { maxRelError } from "./support/gradcheck.ts";
+import { FIXTURES, referenceBatch } from "./support/fixtures.ts";
 
-const FIXTURES = path.join(import.meta.dirname, "fixtures", "hf");
-
-/** Reads a fixture's reference batch and expected outputs. */
-export function referenceBatch(dir: string) {
-  const ref = openSafetensors(path.join(dir, "reference.safetensors"));
-  try {
-    const [batchSize, seqLen] = ref.info("input_ids").shape;
-    const optional = (name: string) => (ref.tensors.has(name) ? ref.readI32(name) : undefined);
-    return {
-      batch: { batchSize, seqLen, inputIds: ref.readI32("input_ids"), attentionMask: optional("attention_mask"), tokenTypeIds: optional("token_type_ids") },
-      labels: optional("labels") ?? ref.readI32("input_ids"),
-      logits: ref.readF32("logits"),
-      logitsShape: ref.info("logits").shape,
-      loss: ref.readF32("loss")[0],
-    };
-  } finally {
-    ref.close();
-  }
-}
 
 for (const name of ["llama-tiny", "gpt2-tiny", "bert-tiny"]) {
   test(`${name}: logits and loss match PyTorch`, async () => {

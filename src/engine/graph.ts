@@ -89,7 +89,7 @@ export class Graph {
     return t;
   }
 
-  /** Marks an input as a variable to differentiate with respect to. */
+  /** Marks a tensor (a graph input or a store tensor) as a variable to differentiate. */
   param(t: Tensor): Tensor {
     if (t.dtype !== "f32") this.fail("param", "trainable tensors must be f32", t);
     this.ggml.ggml_set_param(t.ptr);
@@ -277,6 +277,22 @@ export class Graph {
     return this.wrap(this.ggml.ggml_cont(this.ctx, a.ptr));
   }
 
+  /** Writes a into dst (a persistent tensor, converting the type) when the graph runs. */
+  copyInto(a: Tensor, dst: Tensor): Tensor {
+    if (a.elements !== dst.elements) this.fail("copyInto", "element counts differ", a, dst);
+    return this.output(this.wrap(this.ggml.ggml_cpy(this.ctx, a.ptr, dst.ptr)));
+  }
+
+  /**
+   * One AdamW update of param in place from grad, with persistent moments m, v and the f32[7]
+   * hyper-parameters [lr, beta1, beta2, eps, weight decay, 1/(1-beta1^t), 1/(1-beta2^t)].
+   */
+  adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: Tensor): Tensor {
+    for (const t of [grad, m, v]) if (!sameShape(param, t) || t.dtype !== "f32") this.fail("adamwStep", "grad and moments must be f32 shaped like the parameter", param, t);
+    if (hyper.elements !== 7 || hyper.dtype !== "f32") this.fail("adamwStep", "hyper-parameters must be f32[7]", hyper);
+    return this.output(this.wrap(this.ggml.ggml_opt_step_adamw(this.ctx, param.ptr, grad.ptr, m.ptr, v.ptr, hyper.ptr)));
+  }
+
   cast(a: Tensor, dtype: DType): Tensor {
     return this.wrap(this.ggml.ggml_cast(this.ctx, a.ptr, GGML_TYPE[dtype]));
   }
@@ -299,10 +315,11 @@ export class Graph {
 
   /**
    * Expands the backward pass of the scalar f32 `loss` w.r.t. every tensor marked as a parameter
-   * (store tensors created with `trainable`, or inputs passed to `param`). The loss seed lives in
-   * its own buffer, because an allocator-placed seed could be overwritten before backward reads it.
+   * (see `param`). The loss seed lives in its own buffer, because an allocator-placed seed could be
+   * overwritten before backward reads it. With `accumulatorOf`, a parameter's gradient is added
+   * into a persistent tensor on every compute (gradient accumulation) instead of overwritten.
    */
-  backward(loss: Tensor): void {
+  backward(loss: Tensor, accumulatorOf?: (param: Tensor) => Tensor | undefined): void {
     if (loss.elements !== 1 || loss.dtype !== "f32") this.fail("backward", "the loss must be a scalar f32", loss);
     if (this.built) throw new Error("backward: the graph is already allocated");
     const { ggml } = this;
@@ -318,6 +335,14 @@ export class Graph {
     this.lossSeed.setAll(new Float32Array([1]));
     const gradAccs = new BigUint64Array(nodes.length);
     gradAccs[nodes.findIndex((n) => n.ptr === loss.ptr)] = this.lossSeed.ptr;
+    if (accumulatorOf) {
+      nodes.forEach((n, i) => {
+        if (!n.isParam) return;
+        const acc = accumulatorOf(n);
+        if (acc && !sameShape(acc, n)) this.fail("backward", "a gradient accumulator must have its parameter's shape", n, acc);
+        if (acc) gradAccs[i] = acc.ptr;
+      });
+    }
     ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
     this.protectSoftmaxOutputs();
   }

@@ -100,6 +100,10 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
     ggml_type_name: f<[number], string>("const char *ggml_type_name(int type)"),
     ggml_row_size: f<[number, number], number>("size_t ggml_row_size(int type, int64_t ne)"),
     ggml_op_desc: f<[P], string>("const char *ggml_op_desc(void *tensor)"),
+    ggml_quantize_requires_imatrix: f<[number], boolean>("bool ggml_quantize_requires_imatrix(int type)"),
+    ggml_quantize_chunk: f<[number, Float32Array, Uint8Array, number, number, number, Float32Array | null], number>(
+      "size_t ggml_quantize_chunk(int type, const float *src, _Out_ void *dst, int64_t start, int64_t nrows, " +
+      "int64_t n_per_row, const float *imatrix)"),
     // ggml.h: operations
     ggml_dup_tensor: f<[P, P], P>("void *ggml_dup_tensor(void *ctx, void *src)"),
     ggml_add: binary("ggml_add"),
@@ -216,6 +220,7 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
     gguf_get_val_f64: f<[P, number], number>("double gguf_get_val_f64(void *ctx, int64_t key_id)"),
     gguf_get_val_bool: f<[P, number], boolean>("bool gguf_get_val_bool(void *ctx, int64_t key_id)"),
     gguf_get_val_str: f<[P, number], string>("const char *gguf_get_val_str(void *ctx, int64_t key_id)"),
+    gguf_get_val_data: f<[P, number], P>("const void *gguf_get_val_data(void *ctx, int64_t key_id)"),
     gguf_get_arr_n: f<[P, number], number>("size_t gguf_get_arr_n(void *ctx, int64_t key_id)"),
     gguf_get_arr_data: f<[P, number], P>("void *gguf_get_arr_data(void *ctx, int64_t key_id)"),
     gguf_get_arr_str: f<[P, number, number], string>("const char *gguf_get_arr_str(void *ctx, int64_t key_id, size_t i)"),
@@ -226,9 +231,16 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
     gguf_get_tensor_type: f<[P, number], number>("int gguf_get_tensor_type(void *ctx, int64_t tensor_id)"),
     gguf_get_tensor_size: f<[P, number], number>("size_t gguf_get_tensor_size(void *ctx, int64_t tensor_id)"),
     gguf_init_empty: f<[], P>("void *gguf_init_empty()"),
+    gguf_set_val_u8: f<[P, string, number], void>("void gguf_set_val_u8(void *ctx, const char *key, uint8_t val)"),
+    gguf_set_val_i8: f<[P, string, number], void>("void gguf_set_val_i8(void *ctx, const char *key, int8_t val)"),
+    gguf_set_val_u16: f<[P, string, number], void>("void gguf_set_val_u16(void *ctx, const char *key, uint16_t val)"),
+    gguf_set_val_i16: f<[P, string, number], void>("void gguf_set_val_i16(void *ctx, const char *key, int16_t val)"),
     gguf_set_val_u32: f<[P, string, number], void>("void gguf_set_val_u32(void *ctx, const char *key, uint32_t val)"),
     gguf_set_val_i32: f<[P, string, number], void>("void gguf_set_val_i32(void *ctx, const char *key, int32_t val)"),
     gguf_set_val_f32: f<[P, string, number], void>("void gguf_set_val_f32(void *ctx, const char *key, float val)"),
+    gguf_set_val_u64: f<[P, string, bigint], void>("void gguf_set_val_u64(void *ctx, const char *key, uint64_t val)"),
+    gguf_set_val_i64: f<[P, string, bigint], void>("void gguf_set_val_i64(void *ctx, const char *key, int64_t val)"),
+    gguf_set_val_f64: f<[P, string, number], void>("void gguf_set_val_f64(void *ctx, const char *key, double val)"),
     gguf_set_val_bool: f<[P, string, boolean], void>("void gguf_set_val_bool(void *ctx, const char *key, bool val)"),
     gguf_set_val_str: f<[P, string, string], void>("void gguf_set_val_str(void *ctx, const char *key, const char *val)"),
     gguf_set_arr_data: f<[P, string, number, ArrayBufferView, number], void>(

@@ -2,14 +2,20 @@
 // caught here with a clear message instead of a native abort.
 import { GGML_TENSOR_FLAG, koffi, structs, type Ggml, type Ptr } from "./native.ts";
 
-/** ggml_type ids (ggml.h enum ggml_type) for the types tasktune reads, computes or stores. */
+/**
+ * ggml_type ids (ggml.h enum ggml_type) for the types tasktune reads, computes or stores. q8_1 and
+ * q8_K are left out: they only carry matmul activations, and ggml cannot convert them to f32.
+ */
 export const GGML_TYPE = {
   f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, q2_k: 10, q3_k: 11, q4_k: 12,
-  q5_k: 13, q6_k: 14, iq4_nl: 20, i8: 24, i16: 25, i32: 26, i64: 27, f64: 28, bf16: 30,
+  q5_k: 13, q6_k: 14, iq2_xxs: 16, iq2_xs: 17, iq3_xxs: 18, iq1_s: 19, iq4_nl: 20, iq3_s: 21,
+  iq2_s: 22, iq4_xs: 23, i8: 24, i16: 25, i32: 26, i64: 27, f64: 28, iq1_m: 29, bf16: 30,
+  tq1_0: 34, tq2_0: 35, mxfp4: 39, nvfp4: 40, q1_0: 41, q2_0: 42,
 } as const;
 export type DType = keyof typeof GGML_TYPE;
 
 const DTYPE_BY_ID = new Map<number, DType>(Object.entries(GGML_TYPE).map(([k, v]) => [v, k as DType]));
+const UNQUANTIZED = new Set<DType>(["f32", "f16", "bf16", "f64", "i8", "i16", "i32", "i64"]);
 
 export function dtypeFromGgml(id: number, ggml: Ggml): DType {
   const dtype = DTYPE_BY_ID.get(id);
@@ -18,7 +24,7 @@ export function dtypeFromGgml(id: number, ggml: Ggml): DType {
 }
 
 export function isQuantized(dtype: DType): boolean {
-  return dtype.startsWith("q") || dtype.startsWith("iq");
+  return !UNQUANTIZED.has(dtype);
 }
 
 /** Four dims in ggml order: ne[0] is the fastest-varying (a row), the reverse of PyTorch's shape. */
@@ -34,6 +40,12 @@ export function toShape4(ne: readonly number[]): Shape4 {
 
 /** PyTorch order (slowest first) to ggml order, and back. */
 export const fromTorchShape = (shape: readonly number[]): Shape4 => toShape4(shape.length ? [...shape].reverse() : [1]);
+/** Trailing ggml dims of 1 are dropped, as ggml_n_dims counts them. */
+export function toTorchShape(ne: readonly number[]): number[] {
+  const dims = [...ne];
+  while (dims.length > 1 && dims[dims.length - 1] === 1) dims.pop();
+  return dims.reverse();
+}
 
 export type HostArray = Float32Array | Int32Array | Uint16Array | Uint8Array;
 
@@ -101,9 +113,7 @@ export class Tensor {
 
   /** Shape in PyTorch order, trailing ggml dims of 1 dropped. */
   get torchShape(): number[] {
-    const dims = [...this.ne];
-    while (dims.length > 1 && dims[dims.length - 1] === 1) dims.pop();
-    return dims.reverse();
+    return toTorchShape(this.ne);
   }
 
   describe(): string {

@@ -32,18 +32,22 @@ export function positionsInput(g: Graph, seqLen: number): ForwardInputs["values"
 
 /**
  * softmax(q k^T * scale + mask) v for q [headDim, heads, seq, batch] and k, v [headDim, kvHeads,
- * seq, batch]. Grouped-query attention needs no copies: mul_mat broadcasts k and v over query
- * heads with head h reading kv head h / (heads / kvHeads), which is transformers' repeat_kv.
- * Returns [headDim * heads, seq * batch].
+ * seq, batch]. Grouped-query attention needs no repeated k/v: mul_mat broadcasts its first operand
+ * over dim 2, query head h reading kv head h / (heads / kvHeads) as transformers' repeat_kv does.
+ * ggml's mul_mat backward only handles that broadcast when dim 3 is 1, so batch is folded into
+ * dim 2 (index head + heads * batch, which keeps the mapping exact). Returns [headDim * heads, seq * batch].
  */
 export function attend(g: Graph, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: number): Tensor {
   const [headDim, heads, seq, batch] = q.ne;
-  if (heads % k.ne[1] !== 0) throw new Error(`attention: ${heads} query heads are not a multiple of ${k.ne[1]} kv heads`);
-  const qh = g.permute(q, [0, 2, 1, 3]); // [headDim, seq, heads, batch]
-  const kh = g.permute(k, [0, 2, 1, 3]); // [headDim, seq, kvHeads, batch]
-  const scores = g.mulMat(kh, qh); // [seqK, seqQ, heads, batch]
-  const probs = g.softMax(scores, mask, scale);
-  const vt = g.cont(g.permute(v, [1, 2, 0, 3])); // [seq, headDim, kvHeads, batch]
-  const out = g.mulMat(vt, probs); // [headDim, seqQ, heads, batch]
+  const kvHeads = k.ne[1];
+  if (heads % kvHeads !== 0) throw new Error(`attention: ${heads} query heads are not a multiple of ${kvHeads} kv heads`);
+  const fold = (t: Tensor, n: number, axes: [number, number, number, number], ne: number[]) =>
+    g.reshape(g.cont(g.permute(t, axes)), [ne[0], ne[1], n * batch]);
+  const qh = fold(q, heads, [0, 2, 1, 3], [headDim, seq]); // [headDim, seq, heads * batch]
+  const kh = fold(k, kvHeads, [0, 2, 1, 3], [headDim, seq]); // [headDim, seq, kvHeads * batch]
+  const scores = g.reshape(g.mulMat(kh, qh), [seq, seq, heads, batch]); // [seqK, seqQ, heads, batch]
+  const probs = g.reshape(g.softMax(scores, mask, scale), [seq, seq, heads * batch]);
+  const vt = fold(v, kvHeads, [1, 2, 0, 3], [seq, headDim]); // [seq, headDim, kvHeads * batch]
+  const out = g.reshape(g.mulMat(vt, probs), [headDim, seq, heads, batch]);
   return g.reshape(g.cont(g.permute(out, [0, 2, 1, 3])), [headDim * heads, seq * batch]);
 }

@@ -15,6 +15,9 @@ const ACTIVATIONS: Record<string, (g: Graph, x: Tensor) => Tensor> = {
   relu: (g, x) => g.relu(x),
 };
 
+/** Every GPT-2 projection but the (tied) LM head is a Conv1D. */
+const isConv1d = (module: string) => module !== "lm_head" && module !== "transformer.wte";
+
 export class Gpt2Model extends Model<Gpt2Config> {
   constructor(backend: Backend, config: Gpt2Config, weightDtype: DType = "f32") {
     if (!ACTIVATIONS[config.activation]) {
@@ -52,11 +55,19 @@ export class Gpt2Model extends Model<Gpt2Config> {
     return /\.attn\.(masked_)?bias$/.test(name) || (this.config.tieWordEmbeddings && name === "lm_head.weight");
   }
 
-  /** Conv1D computes x W + b with W [in, out]: transpose to mul_mat's [in, out] ne layout. */
-  override baseLinear(g: Graph, module: string, x: Tensor): Tensor {
-    if (module === "lm_head" || module === "transformer.wte") return super.baseLinear(g, module, x);
-    const w = g.cont(g.transpose(this.param(`${module}.weight`)));
-    return g.add(g.mulMat(w, x), this.param(`${module}.bias`));
+  /** Conv1D computes x W + b with W stored [in, out]: transpose to mul_mat's ne [in, out]. */
+  override matmulWeight(g: Graph, module: string): Tensor {
+    const w = super.matmulWeight(g, module);
+    return isConv1d(module) ? g.cont(g.transpose(w)) : w;
+  }
+
+  override toStoredLayout(g: Graph, module: string, w: Tensor): Tensor {
+    return isConv1d(module) ? g.cont(g.transpose(w)) : w;
+  }
+
+  protected override matmulShape(module: string): [number, number] {
+    const [n0, n1] = super.matmulShape(module);
+    return isConv1d(module) ? [n1, n0] : [n0, n1];
   }
 
   forward(g: Graph, batchSize: number, seqLen: number): ForwardResult {

@@ -50,6 +50,8 @@ export type LinearFn = (g: Graph, module: string, x: Tensor) => Tensor;
 
 export const IGNORE_INDEX = -100;
 
+const EMBEDDING = /(embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings)\.weight$/;
+
 export abstract class Model<C extends ModelConfig = ModelConfig> {
   readonly store: TensorStore;
   private readonly params = new Map<string, Tensor>();
@@ -170,9 +172,41 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
   }
 
   baseLinear(g: Graph, module: string, x: Tensor): Tensor {
-    const y = g.mulMat(this.param(`${module}.weight`), x);
+    const y = g.mulMat(this.matmulWeight(g, module), x);
     const bias = `${module}.bias`;
     return this.hasParam(bias) ? g.add(y, this.param(bias)) : y;
+  }
+
+  /** The module's weight as mul_mat's first operand: ggml [in, out], i.e. HF nn.Linear [out, in]. */
+  matmulWeight(g: Graph, module: string): Tensor {
+    void g;
+    return this.param(`${module}.weight`);
+  }
+
+  /** Converts a weight in matmulWeight's layout to the stored layout (the inverse of matmulWeight). */
+  toStoredLayout(g: Graph, module: string, w: Tensor): Tensor {
+    void g;
+    void module;
+    return w;
+  }
+
+  /** Modules that go through `linear` (adapter targets): every 2-D weight but the embeddings. */
+  get linearModules(): string[] {
+    return this.parameterSpecs()
+      .filter((s) => s.shape.length === 2 && s.name.endsWith(".weight") && !EMBEDDING.test(s.name))
+      .map((s) => s.name.slice(0, -".weight".length));
+  }
+
+  /** Input and output features of a linear module. */
+  linearFeatures(module: string): { in: number; out: number } {
+    const [inp, out] = this.matmulShape(module);
+    return { in: inp, out };
+  }
+
+  /** ggml ne of matmulWeight(module). */
+  protected matmulShape(module: string): [number, number] {
+    const [n0, n1] = this.param(`${module}.weight`).ne;
+    return [n0, n1];
   }
 
   /**
