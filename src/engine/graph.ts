@@ -290,6 +290,7 @@ export class Graph {
   adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, hyper: Tensor): Tensor {
     for (const t of [grad, m, v]) if (!sameShape(param, t) || t.dtype !== "f32") this.fail("adamwStep", "grad and moments must be f32 shaped like the parameter", param, t);
     if (hyper.elements !== 7 || hyper.dtype !== "f32") this.fail("adamwStep", "hyper-parameters must be f32[7]", hyper);
+    if (!param.isParam) this.fail("adamwStep", "the tensor is not marked as a parameter (Graph.param)", param);
     return this.output(this.wrap(this.ggml.ggml_opt_step_adamw(this.ctx, param.ptr, grad.ptr, m.ptr, v.ptr, hyper.ptr)));
   }
 

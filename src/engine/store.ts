@@ -49,7 +49,13 @@ export class TensorStore {
     const { ggml } = this.backend;
     this.buffer = ggml.ggml_backend_alloc_ctx_tensors(this.ctx, this.backend.handle);
     if (!this.buffer) throw new Error(`${this.label}: could not allocate ${this.byName.size} tensors on ${this.backend.device.name}`);
-    ggml.ggml_backend_buffer_clear(this.buffer, 0);
+    this.clear();
+  }
+
+  /** Zero-fills every tensor of the store. */
+  clear(): void {
+    if (!this.allocated) throw new Error(`${this.label}: not allocated`);
+    this.backend.ggml.ggml_backend_buffer_clear(this.buffer, 0);
   }
 
   get bytes(): number {
