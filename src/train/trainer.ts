@@ -165,7 +165,8 @@ export class Trainer {
         if (Object.keys(metrics).length > 1) hooks.onEvalRecord?.(metrics);
       }
       if (checkpointDir && ((saveEvery > 0 && this.step % saveEvery === 0) || last)) {
-        hooks.onCheckpoint?.(this.step, this.saveCheckpoint(checkpointDir));
+        const saved = this.saveCheckpoint(checkpointDir);
+        hooks.onCheckpoint?.(this.step, saved);
       }
     }
   }
