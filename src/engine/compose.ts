@@ -83,21 +83,25 @@ export function crossEntropyTargets(labels: ArrayLike<number>, classes: number, 
 }
 
 /**
- * Mean cross-entropy of logits [C, N] (ne order) against labels, without dense one-hot labels:
- * softmax, then gather each label's probability by flat index (i32 [N], from crossEntropyTargets),
- * then -sum(w * log p). Ignored positions (w = 0) take log(1) = 0 so that an underflowed
- * probability there cannot turn the sum into NaN.
+ * log p(target) at each position of logits [C, N] (ne order), without dense one-hot targets:
+ * softmax, then gather each target's probability by flat index (i32 [N], position * C + target),
+ * then log. Positions whose `used` entry is 0 read log(1) = 0, so that an underflowed
+ * probability at an ignored position cannot turn a sum into NaN.
  */
-export function crossEntropy(g: Graph, logits: Tensor, indices: Tensor, weights: Tensor): Tensor {
+export function tokenLogProbs(g: Graph, logits: Tensor, indices: Tensor, used: Tensor): Tensor {
   const [classes, n] = logits.ne;
-  if (logits.ne[2] !== 1 || logits.ne[3] !== 1) throw new Error(`crossEntropy: logits must be [classes, positions], got [${logits.ne.join(", ")}]`);
-  if (indices.elements !== n || weights.elements !== n) {
-    throw new Error(`crossEntropy: ${n} positions but ${indices.elements} indices and ${weights.elements} weights`);
+  if (logits.ne[2] !== 1 || logits.ne[3] !== 1) throw new Error(`tokenLogProbs: logits must be [classes, positions], got [${logits.ne.join(", ")}]`);
+  if (indices.elements !== n || used.elements !== n) {
+    throw new Error(`tokenLogProbs: ${n} positions but ${indices.elements} indices and ${used.elements} mask entries`);
   }
   const probs = g.reshape(g.softMax(logits, null), [1, classes * n]);
   const picked = g.reshape(g.getRows(probs, g.reshape(indices, [n])), [n]);
-  const w = g.reshape(weights, [n]);
-  const used = g.sgn(w);
-  const safe = g.add(g.mul(picked, used), g.scaleBias(used, -1, 1));
-  return g.scale(g.sum(g.mul(g.log(safe), w)), -1);
+  const mask = g.reshape(used, [n]);
+  return g.log(g.add(g.mul(picked, mask), g.scaleBias(mask, -1, 1)));
+}
+
+/** Mean cross-entropy: -sum(w * log p(label)) with weights from crossEntropyTargets. */
+export function crossEntropy(g: Graph, logits: Tensor, indices: Tensor, weights: Tensor): Tensor {
+  const w = g.reshape(weights, [weights.elements]);
+  return g.scale(g.sum(g.mul(tokenLogProbs(g, logits, indices, g.sgn(w)), w)), -1);
 }
