@@ -1,6 +1,7 @@
 import { devicesCommand } from "./devices.ts";
 import { forwardCommand } from "./forward.ts";
 import { inspectCommand } from "./inspect.ts";
+import { trainCommand } from "./train.ts";
 
 export interface Command {
   summary: string;
@@ -11,6 +12,7 @@ export interface Command {
 }
 
 export const COMMANDS: Record<string, Command> = {
+  train: trainCommand,
   forward: forwardCommand,
   inspect: inspectCommand,
   devices: devicesCommand,

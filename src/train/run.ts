@@ -1,0 +1,180 @@
+// A whole training run from a config: data, model, method, trainer, before/after task accuracy,
+// checkpoints and resume, metrics.jsonl, report.html, and the final adapter/ or model/ folder.
+import fs from "node:fs";
+import path from "node:path";
+import YAML from "yaml";
+import { LoraAdapter } from "../adapters/lora.ts";
+import { saveAdapter } from "../adapters/peft-io.ts";
+import { loraConfig } from "../adapters/peft-config.ts";
+import { Backend } from "../engine/backend.ts";
+import { batchingTokenIds, BatchSchedule, evalBatches } from "../data/batches.ts";
+import { loadDataset } from "../data/dataset.ts";
+import { readRows } from "../data/records.ts";
+import { LogLikelihoodScorer, multipleChoiceAccuracy, type MultipleChoiceItem } from "../eval/loglikelihood.ts";
+import { FormatError } from "../io/errors.ts";
+import { ShardedSafetensorsWriter } from "../io/safetensors.ts";
+import { Tokenizer } from "../io/tokenizer.ts";
+import { loadModel } from "../models/index.ts";
+import type { Model } from "../models/model.ts";
+import { METRICS_FILE, MetricsLog, readMetrics, TrainingProgress, writeReport, type ReportTable } from "../report/index.ts";
+import type { TrainConfig } from "./config.ts";
+import type { NamedParam } from "./optimizer.ts";
+import { latestCheckpoint, Trainer, TRAIN_DEFAULTS, type TrainOptions } from "./trainer.ts";
+
+export interface RunResult {
+  outputDir: string;
+  finalLoss: number;
+  accuracyBefore?: number;
+  accuracyAfter?: number;
+  reportFile: string;
+}
+
+export interface RunOptions {
+  resume?: boolean;
+  /** Where progress and messages go (the terminal by default). */
+  stream?: NodeJS.WriteStream;
+}
+
+export async function runTraining(config: TrainConfig, options: RunOptions = {}): Promise<RunResult> {
+  const out = config.output_dir;
+  const checkpoints = path.join(out, "checkpoints");
+  const resumeFrom = options.resume ? latestCheckpoint(checkpoints) : undefined;
+  if (options.resume && !resumeFrom) throw new Error(`--resume: no checkpoint in ${checkpoints}`);
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, "config.yaml"), YAML.stringify(config));
+  const progress = new TrainingProgress({ stream: options.stream });
+  const say = (message: string) => progress.log(message);
+
+  const backend = await Backend.open({ device: config.device, threads: config.threads });
+  const tokenizer = Tokenizer.load(config.model);
+  const model = loadModel(backend, config.model, { weightDtype: config.method === "full" ? "f32" : config.base_dtype });
+  const t = config.train;
+  const dataset = loadDataset(config.data.train, tokenizer, {
+    seqLen: t.seq_len, mode: config.data.mode,
+    eval: config.data.eval ? { file: config.data.eval } : config.data.eval_fraction ? { fraction: config.data.eval_fraction, seed: t.seed } : undefined,
+  });
+  const { train: trainStats } = dataset.stats;
+  say(`${config.model}: ${model.config.modelType}, ${model.parameterCount.toLocaleString("en-US")} parameters on ${backend.device.name} (${backend.threadCount} threads)`);
+  say(`${config.data.train}: ${trainStats.rows} ${trainStats.shape} rows, ${trainStats.tokens} tokens${trainStats.truncated ? `, ${trainStats.truncated} truncated to ${t.seq_len} tokens` : ""}`);
+
+  const adapter = config.method === "full" ? undefined : new LoraAdapter(model, loraConfig({
+    r: config.lora.r, loraAlpha: config.lora.alpha, loraDropout: config.lora.dropout, targetModules: config.lora.target_modules,
+    useRslora: config.lora.use_rslora, useDora: config.method === "dora", layersToTransform: config.lora.layers_to_transform,
+    initLoraWeights: config.lora.init_lora_weights, taskType: model.kind === "causal-lm" ? "CAUSAL_LM" : "SEQ_CLS",
+    baseModelNameOrPath: config.model,
+  }), { seed: t.seed });
+  const params: NamedParam[] = adapter
+    ? adapter.stateDict.map(([name, tensor]) => ({ name, tensor }))
+    : model.parameterNames.map((name) => ({ name, tensor: model.param(name) }));
+  const trainable = params.reduce((n, p) => n + p.tensor.elements, 0);
+  say(`${config.method}: ${trainable.toLocaleString("en-US")} trainable parameters (${((100 * trainable) / model.parameterCount).toFixed(2)}% of the model)`);
+
+  const trainOptions: TrainOptions = {
+    ...TRAIN_DEFAULTS, steps: t.steps, batchSize: t.batch_size, gradAccum: t.grad_accum, seqLen: t.seq_len, lr: t.lr,
+    warmup: t.warmup, schedule: t.schedule, weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, seed: t.seed,
+    evalEvery: t.eval_every, saveEvery: t.save_every,
+  };
+  const trainer = new Trainer(model, params, trainOptions, adapter);
+  const batching = { batchSize: t.batch_size, seqLen: t.seq_len, mode: config.data.mode, ...batchingTokenIds(tokenizer) };
+  const schedule = new BatchSchedule(dataset.train, { ...batching, seed: t.seed });
+  const heldOut = dataset.eval.length ? [...evalBatches(dataset.eval, batching)].slice(0, t.eval_batches) : [];
+  const task = config.eval ? taskItems(config.eval, tokenizer) : undefined;
+  const scorer = task ? new LogLikelihoodScorer(model, t.batch_size, t.seq_len) : undefined;
+  const accuracy = () => (scorer && task ? multipleChoiceAccuracy(scorer, task).accuracy : undefined);
+
+  try {
+    let accuracyBefore: number | undefined;
+    if (resumeFrom) {
+      trainer.loadCheckpoint(resumeFrom);
+      say(`resumed from ${resumeFrom} (step ${trainer.step})`);
+      accuracyBefore = readMetrics(path.join(out, METRICS_FILE)).find((r) => r.step === 0)?.eval_accuracy;
+    }
+    const metrics = new MetricsLog(out, resumeFrom ? { resumeFromStep: trainer.step } : {});
+    if (!resumeFrom && task) {
+      accuracyBefore = accuracy();
+      metrics.append({ step: 0, eval_accuracy: accuracyBefore! });
+      say(`before training: accuracy ${(100 * accuracyBefore!).toFixed(1)}% on ${task.length} examples of ${config.eval!.file}`);
+    }
+    let finalLoss = NaN;
+    let accuracyAfter: number | undefined;
+    progress.start(t.steps, trainer.step);
+    trainer.run(schedule, checkpoints, heldOut, {
+      onStep: (r) => {
+        finalLoss = r.loss;
+        metrics.append({ ...r });
+        progress.update({ step: r.step, loss: r.loss, lr: r.lr, tokensPerS: r.tokens_per_s });
+      },
+      onEval: (step): Record<string, number> => {
+        const acc = accuracy();
+        if (step === t.steps) accuracyAfter = acc;
+        return acc === undefined ? {} : { eval_accuracy: acc };
+      },
+      onEvalRecord: (r) => {
+        metrics.append(r as { step: number });
+        say(`step ${r.step}: ${Object.entries(r).filter(([k]) => k !== "step").map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+      },
+    });
+    progress.stop();
+    metrics.close();
+
+    const saved = adapter ? path.join(out, "adapter") : path.join(out, "model");
+    if (adapter) saveAdapter(adapter, saved);
+    else saveFullModel(model, config.model, saved);
+    const reportFile = path.join(out, "report.html");
+    writeReport(reportFile, {
+      title: `tasktune ${config.method} run: ${path.basename(config.model)} on ${path.basename(config.data.train)}`,
+      config,
+      metrics: readMetrics(path.join(out, METRICS_FILE)),
+      tables: accuracyBefore !== undefined && accuracyAfter !== undefined ? [accuracyTable(config, accuracyBefore, accuracyAfter)] : [],
+      notes: [`${trainable.toLocaleString("en-US")} trainable parameters; saved to ${saved}`],
+    });
+    return { outputDir: out, finalLoss, accuracyBefore, accuracyAfter, reportFile };
+  } finally {
+    progress.stop();
+    scorer?.free();
+    trainer.free();
+    adapter?.free();
+    model.free();
+    backend.close();
+  }
+}
+
+function accuracyTable(config: TrainConfig, before: number, after: number): ReportTable {
+  return {
+    title: `Task accuracy (${path.basename(config.eval!.file)})`,
+    columns: ["model", "accuracy"],
+    rows: [["before training", before], [`after ${config.train.steps} steps`, after]],
+  };
+}
+
+/** Multiple-choice items from prompt/completion rows whose completion is one of the choices. */
+function taskItems(task: NonNullable<TrainConfig["eval"]>, tokenizer: Tokenizer): MultipleChoiceItem[] {
+  const choices = task.choices.map((c) => tokenizer.encode(c, { addSpecialTokens: false }));
+  const rows = readRows(task.file).slice(0, task.limit);
+  return rows.map(({ line, values }) => {
+    const answer = task.choices.indexOf(String(values.completion));
+    if (typeof values.prompt !== "string" || answer < 0) {
+      throw new FormatError(`${task.file}:${line}`, `needs a "prompt" and a "completion" that is one of ${JSON.stringify(task.choices)}`);
+    }
+    return { context: tokenizer.encode(values.prompt), choices, answer };
+  });
+}
+
+/** A full fine-tune as a Hugging Face checkpoint: weights, config.json and tokenizer files. */
+function saveFullModel(model: Model, sourceDir: string, dir: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const writer = new ShardedSafetensorsWriter(dir, { maxShardBytes: 2e9 });
+  try {
+    for (const name of model.parameterNames) {
+      const t = model.param(name);
+      writer.add(name, "F32", t.torchShape, t.getF32());
+    }
+    writer.finish();
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
+  for (const file of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"]) {
+    if (fs.existsSync(path.join(sourceDir, file))) fs.copyFileSync(path.join(sourceDir, file), path.join(dir, file));
+  }
+}
