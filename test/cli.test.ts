@@ -55,3 +55,17 @@ test("a native ggml abort in a worker becomes an error with ggml's message", asy
     return true;
   });
 });
+
+test("tasktune forward --adapter applies a PEFT adapter", () => {
+  const out = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tasktune-cli-")), "logits.safetensors");
+  const adapter = path.join(FIXTURES, "llama-tiny-lora-copy");
+  const run = tasktune("forward", "--model", path.join(FIXTURES, "llama-tiny"), "--adapter", adapter,
+    "--input-ids", path.join(FIXTURES, "llama-tiny", "reference.safetensors"), "--out", out);
+  assert.equal(run.status, 0, run.stderr);
+  const got = openSafetensors(out);
+  const ref = openSafetensors(path.join(adapter, "reference.safetensors"));
+  const want = ref.readF32("logits_with_adapter");
+  assert.ok(maxRelError(got.readF32("logits"), want, Math.max(...want.map(Math.abs))) < 1e-4);
+  got.close();
+  ref.close();
+});

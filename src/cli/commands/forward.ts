@@ -1,3 +1,4 @@
+import { loadAdapter } from "../../adapters/peft-io.ts";
 import { FormatError } from "../../io/errors.ts";
 import { openSafetensors, writeSafetensors } from "../../io/safetensors.ts";
 import { loadModel } from "../../models/index.ts";
@@ -13,6 +14,7 @@ Face loss is written as "loss".
   --model DIR          Hugging Face checkpoint folder (config.json + safetensors)
   --input-ids FILE     safetensors file with input_ids
   --out FILE           where to write logits (written atomically)
+  --adapter DIR        apply a PEFT LoRA/DoRA adapter (adapter_config.json + adapter_model.safetensors)
 ${DEVICE_USAGE}`;
 
 export const forwardCommand: Command = {
@@ -20,13 +22,14 @@ export const forwardCommand: Command = {
   usage: USAGE,
   native: true,
   async run(args) {
-    const { values } = parseCommand(args, { ...DEVICE_OPTIONS, model: { type: "string" }, "input-ids": { type: "string" }, out: { type: "string" } }, USAGE);
+    const { values } = parseCommand(args, { ...DEVICE_OPTIONS, model: { type: "string" }, adapter: { type: "string" }, "input-ids": { type: "string" }, out: { type: "string" } }, USAGE);
     const modelDir = requireOption(values, "model", USAGE);
     const inputFile = requireOption(values, "input-ids", USAGE);
     const outFile = requireOption(values, "out", USAGE);
     const { batch, labels } = readBatch(inputFile);
     const backend = await openBackend(values);
     const model = loadModel(backend, modelDir);
+    if (values.adapter) loadAdapter(model, values.adapter);
     const result = model.run(batch, labels);
     const tensors = [{ name: "logits", dtype: "F32" as const, shape: result.logitsShape, data: result.logits }];
     if (result.loss !== undefined) tensors.push({ name: "loss", dtype: "F32", shape: [1], data: Float32Array.of(result.loss) });

@@ -1,3 +1,4 @@
+import { demoCommand } from "./demo.ts";
 import { devicesCommand } from "./devices.ts";
 import { forwardCommand } from "./forward.ts";
 import { inspectCommand } from "./inspect.ts";
@@ -12,6 +13,7 @@ export interface Command {
 }
 
 export const COMMANDS: Record<string, Command> = {
+  demo: demoCommand,
   train: trainCommand,
   forward: forwardCommand,
   inspect: inspectCommand,
