@@ -5,8 +5,9 @@ import type { Backend } from "../engine/backend.ts";
 import { crossEntropy, crossEntropyTargets } from "../engine/compose.ts";
 import { Graph } from "../engine/graph.ts";
 import { TensorStore } from "../engine/store.ts";
-import { fromTorchShape, type DType, type HostArray, type Tensor } from "../engine/tensor.ts";
-import { fromFloat32 } from "../io/dtype.ts";
+import { fromTorchShape, GGML_TYPE, type DType, type HostArray, type Tensor } from "../engine/tensor.ts";
+import { seededNormal } from "../engine/random.ts";
+import { quantize } from "../io/gguf.ts";
 import type { ModelConfig } from "../io/hf-config.ts";
 
 /** A checkpoint's tensors by Hugging Face name (io's safetensors Checkpoint, GGUF, ...). */
@@ -62,10 +63,14 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
 
   protected constructor(readonly backend: Backend, readonly config: C, readonly weightDtype: DType) {
     this.store = new TensorStore(backend, `${config.modelType} weights`);
+    const block = backend.ggml.ggml_blck_size(GGML_TYPE[weightDtype]);
     for (const spec of this.parameterSpecs()) {
+      const ne = fromTorchShape(spec.shape);
       // 1-D tensors (norms, biases) stay f32: they are tiny and ggml's broadcast ops want f32.
-      const dtype = spec.shape.length === 1 ? "f32" : weightDtype;
-      this.params.set(spec.name, this.store.tensor(dtype, fromTorchShape(spec.shape), spec.name));
+      // Rows a quantized type cannot block (e.g. 172 wide for 32-element blocks) stay f32 too,
+      // as llama.cpp's quantizer falls back for such tensors.
+      const dtype = spec.shape.length === 1 || ne[0] % block !== 0 ? "f32" : weightDtype;
+      this.params.set(spec.name, this.store.tensor(dtype, ne, spec.name));
     }
     this.store.allocate();
   }
@@ -155,14 +160,25 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
     }
   }
 
+  /**
+   * Fresh weights as transformers' _init_weights draws them: N(0, std) for matrices, ones for
+   * norm scales, zeros for biases and norm shifts.
+   */
+  initialize(seed: number, std = 0.02): void {
+    const normal = seededNormal(seed);
+    for (const [name, tensor] of this.params) {
+      const n = tensor.elements;
+      if (tensor.ne[1] > 1) this.setParam(tensor, Float32Array.from({ length: n }, () => normal() * std));
+      else this.setParam(tensor, new Float32Array(n).fill(/(norm|LayerNorm|ln_\w+)\.weight$/.test(name) ? 1 : 0));
+    }
+  }
+
   /** Writes f32 values into a parameter, converting to its storage dtype. */
   setParam(tensor: Tensor, values: Float32Array): void {
     if (values.length !== tensor.elements) {
       throw new Error(`${tensor.name}: expected ${tensor.elements} values, got ${values.length}`);
     }
-    if (tensor.dtype === "f32") tensor.setAll(values);
-    else if (tensor.dtype === "f16" || tensor.dtype === "bf16") tensor.setAll(fromFloat32(tensor.dtype === "f16" ? "F16" : "BF16", values) as Uint16Array);
-    else throw new Error(`${tensor.name}: weights cannot be stored as ${tensor.dtype} from float values`);
+    tensor.setAll(tensor.dtype === "f32" ? values : quantize(values, tensor.ne, tensor.dtype, this.backend.ggml));
   }
 
   /** y = x W^T + b for the module's HF weight [out, in] (ggml [in, out]); adapters may override. */

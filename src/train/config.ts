@@ -55,8 +55,8 @@ export const trainConfigSchema = z.strictObject({
   model: z.string(),
   method: z.enum(["full", "lora", "dora"]),
   lora: loraSchema.default(() => loraSchema.parse({})),
-  /** Storage type of the frozen base weights under LoRA (f32, or f16/bf16 to halve memory). */
-  base_dtype: z.enum(["f32", "f16", "bf16"]).default("f32"),
+  /** Storage type of the frozen base weights under LoRA: f16/bf16 halve memory, q8_0/q4_0/q4_k quantize ("QLoRA"). */
+  base_dtype: z.enum(["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"]).default("f32"),
   data: dataSchema,
   train: trainSchema,
   eval: evalSchema.optional(),
