@@ -69,3 +69,17 @@ test("tasktune forward --adapter applies a PEFT adapter", () => {
   got.close();
   ref.close();
 });
+
+test("tasktune inspect reads a GGUF file's metadata and tensors", async () => {
+  const { testBackend } = await import("./support/backend.ts");
+  const { writeGguf } = await import("../src/io/gguf.ts");
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tasktune-cli-")), "tiny.gguf");
+  writeGguf(file, {
+    metadata: { "general.architecture": { type: "string", value: "llama" }, "llama.block_count": { type: "u32", value: 2 } },
+    tensors: [{ name: "token_embd.weight", dtype: "f32", shape: [4, 8], data: new Float32Array(32) }],
+  }, (await testBackend()).ggml);
+  const report = JSON.parse(execFileSync(process.execPath, [BIN, "inspect", file, "--json"], { encoding: "utf8" }));
+  assert.equal(report.kind, "GGUF v3 (llama)");
+  assert.equal(report.config["llama.block_count"], 2);
+  assert.deepEqual(report.tensors, [{ name: "token_embd.weight", dtype: "f32", shape: [4, 8] }]);
+});

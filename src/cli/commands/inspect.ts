@@ -1,14 +1,16 @@
 import fs from "node:fs";
 import path from "node:path";
+import { Backend } from "../../engine/backend.ts";
+import { openGguf } from "../../io/gguf.ts";
 import { loadConfig } from "../../io/hf-config.ts";
-import { openCheckpoint, type TensorInfo } from "../../io/safetensors.ts";
+import { openCheckpoint } from "../../io/safetensors.ts";
 import { parseCommand } from "../options.ts";
 import type { Command } from "./index.ts";
 
 const USAGE = `Usage: tasktune inspect <path> [--json]
 
-Describes a Hugging Face checkpoint folder, a PEFT adapter folder or a safetensors file:
-architecture, parameter count, dtypes and the tensor table.`;
+Describes a Hugging Face checkpoint folder, a PEFT adapter folder, a safetensors file or a GGUF
+file: architecture, parameter count, dtypes and the tensor table.`;
 
 interface Report {
   path: string;
@@ -22,11 +24,13 @@ interface Report {
 export const inspectCommand: Command = {
   summary: "describe a checkpoint, adapter or safetensors file",
   usage: USAGE,
-  native: false,
+  // GGUF headers are read through ggml's gguf API.
+  native: true,
   async run(args) {
     const { values, positionals } = parseCommand(args, { json: { type: "boolean" }, help: { type: "boolean", short: "h" } }, USAGE, true);
     if (positionals.length !== 1) throw new Error(`inspect takes one path\n\n${USAGE}`);
-    const report = inspect(positionals[0]);
+    const target = positionals[0];
+    const report = target.endsWith(".gguf") ? inspectGguf(target, await Backend.open({ device: "cpu" })) : inspect(target);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : render(report));
   },
 };
@@ -62,7 +66,26 @@ export function inspect(target: string): Report {
   }
 }
 
-function elements(t: Pick<TensorInfo, "shape">): number {
+function inspectGguf(target: string, backend: Backend): Report {
+  const file = openGguf(target, backend);
+  try {
+    const tensors = [...file.tensors.values()];
+    const dtypes: Record<string, number> = {};
+    for (const t of tensors) dtypes[t.ggmlType] = (dtypes[t.ggmlType] ?? 0) + elements(t);
+    // Token lists and merges run to tens of thousands of entries: show their length instead.
+    const config = Object.fromEntries([...file.metadata].map(([key, v]) => [key,
+      v.type === "array" ? `[${v.itemType} x ${v.value.length}]` : typeof v.value === "bigint" ? Number(v.value) : v.value]));
+    return {
+      path: target, kind: `GGUF v${file.version} (${String(config["general.architecture"] ?? "unknown architecture")})`, config,
+      parameters: tensors.reduce((n, t) => n + elements(t), 0), dtypes,
+      tensors: tensors.map((t) => ({ name: t.name, dtype: t.ggmlType, shape: [...t.shape] })),
+    };
+  } finally {
+    file.close();
+  }
+}
+
+function elements(t: { readonly shape: readonly number[] }): number {
   return t.shape.reduce((a, b) => a * b, 1);
 }
 
