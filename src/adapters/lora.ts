@@ -28,6 +28,13 @@ export const peftKey = (module: string, suffix: string) => `base_model.model.${m
 export class LoraAdapter {
   readonly store: TensorStore;
   readonly modules: LoraModule[] = [];
+  /**
+   * Base-model tensors trained in place and saved with the adapter: modules_to_save and the
+   * biases `bias: all | lora_only` selects, under PEFT's keys (base_model.model.<name>). PEFT
+   * trains copies; tasktune trains the model's own tensors, so loading such an adapter changes
+   * the model it is loaded onto.
+   */
+  readonly baseTensors: [string, Tensor][] = [];
   /** Dropout applies only while training, as in PEFT's nn.Dropout. */
   training = false;
   private dropoutSeed = 0;
@@ -55,6 +62,7 @@ export class LoraAdapter {
       });
     }
     this.store.allocate();
+    this.baseTensors = selectBaseTensors(model, config, targets);
     if (options.initialize ?? true) this.initialize(options.seed ?? 0);
     for (const m of this.modules) model.linearOverrides.set(m.module, (g, _module, x) => this.forward(g, m, x));
   }
@@ -79,16 +87,19 @@ export class LoraAdapter {
 
   /** Tensors the optimizer updates. */
   get trainable(): Tensor[] {
-    return this.modules.flatMap((m) => (m.magnitude ? [m.a, m.b, m.magnitude] : [m.a, m.b]));
+    return this.stateDict.map(([, t]) => t);
   }
 
-  /** PEFT's adapter state dict: key and tensor, in module order. */
+  /** PEFT's adapter state dict: key and tensor, LoRA tensors in module order, then base tensors. */
   get stateDict(): [string, Tensor][] {
-    return this.modules.flatMap((m): [string, Tensor][] => [
-      [peftKey(m.module, "lora_A.weight"), m.a],
-      [peftKey(m.module, "lora_B.weight"), m.b],
-      ...(m.magnitude ? [[peftKey(m.module, "lora_magnitude_vector"), m.magnitude] as [string, Tensor]] : []),
-    ]);
+    return [
+      ...this.modules.flatMap((m): [string, Tensor][] => [
+        [peftKey(m.module, "lora_A.weight"), m.a],
+        [peftKey(m.module, "lora_B.weight"), m.b],
+        ...(m.magnitude ? [[peftKey(m.module, "lora_magnitude_vector"), m.magnitude] as [string, Tensor]] : []),
+      ]),
+      ...this.baseTensors,
+    ];
   }
 
   /** Graph inputs the adapter added to g (dropout masks), to fill before each compute. */
@@ -193,4 +204,26 @@ export class LoraAdapter {
     this.detach();
     this.store.free();
   }
+}
+
+/** The base tensors modules_to_save and bias make trainable, keyed as PEFT saves them. */
+function selectBaseTensors(model: Model, config: LoraConfig, targets: string[]): [string, Tensor][] {
+  const moduleOf = (name: string) => name.slice(0, name.lastIndexOf("."));
+  const saved = config.modulesToSave ?? [];
+  const chosen = model.parameterNames.filter((name) => {
+    const module = moduleOf(name);
+    if (saved.some((m) => module === m || module.endsWith(`.${m}`))) return true;
+    if (!name.endsWith(".bias")) return false;
+    return config.bias === "all" || (config.bias === "lora_only" && targets.includes(module));
+  });
+  const unmatched = saved.filter((m) => !model.parameterNames.some((n) => moduleOf(n) === m || moduleOf(n).endsWith(`.${m}`)));
+  if (unmatched.length) throw new Error(`modules_to_save ${JSON.stringify(unmatched)} match no module of this ${model.config.modelType} model`);
+  return chosen.map((name) => {
+    const tensor = model.param(name);
+    if (tensor.dtype !== "f32") throw new Error(`${name} is trained with the adapter (modules_to_save or bias) and must be f32, not ${tensor.dtype}`);
+    const module = moduleOf(name);
+    // PEFT wraps a LoRA target, so its own tensors sit under base_layer in the state dict.
+    const key = targets.includes(module) ? `${module}.base_layer` : module;
+    return [peftKey(key, name.slice(module.length + 1)), tensor];
+  });
 }

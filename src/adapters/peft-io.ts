@@ -31,7 +31,8 @@ export function loadAdapter(model: Model, dir: string): LoraAdapter {
   const checkpoint = openCheckpoint(dir, ADAPTER_WEIGHTS);
   try {
     const expected = new Map(adapter.stateDict);
-    const available = new Set(checkpoint.tensors.keys());
+    // With bias "all", PEFT also saves the bias of a modules_to_save module's two inner copies.
+    const available = new Set([...checkpoint.tensors.keys()].filter((k) => !/\.(original_module|modules_to_save)\./.test(k)));
     const missing = [...expected.keys()].filter((k) => !available.has(k));
     const unexpected = [...available].filter((k) => !expected.has(k));
     const problems: string[] = [];

@@ -17,6 +17,9 @@ const loraSchema = z.strictObject({
   use_rslora: z.boolean().default(false),
   layers_to_transform: z.array(nonNegativeInt).optional(),
   init_lora_weights: z.union([z.boolean(), z.literal("gaussian")]).default(true),
+  /** Modules trained fully and saved with the adapter (e.g. a classifier head). */
+  modules_to_save: z.array(z.string()).optional(),
+  bias: z.enum(["none", "all", "lora_only"]).default("none"),
 });
 
 const dataSchema = z.strictObject({
