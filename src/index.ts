@@ -11,3 +11,10 @@ export { openCheckpoint, openSafetensors, writeSafetensors, writeShardedSafetens
 export { Tokenizer, type ChatMessage } from "./io/tokenizer.ts";
 export { createModel, loadModel } from "./models/index.ts";
 export { Model, IGNORE_INDEX, type Batch, type WeightSource } from "./models/model.ts";
+export {
+  mergeModels, mergeAdapters, mergeTensor, loadMergeConfig, parseMergeConfig, getMergeMethod, mergeMethodNames, registerMergeMethod,
+  evaluateSetting, openSource, truncatedSvd, COMBINATION_TYPES,
+  type MergeConfig, type ModelMergeConfig, type AdapterMergeConfig, type CombinationType, type MergeMethod, type MergeInputs,
+  type ParameterDef, type Params, type ParameterSetting, type MergeProgress, type ModelMergeOptions, type ModelMergeResult,
+  type AdapterMergeOptions, type AdapterMergeResult, type TensorInput, type TensorMergeJob, type TensorSource, type SvdResult,
+} from "./merge/index.ts";

@@ -18,7 +18,7 @@ const { GGML_TENSOR_FLAG, koffi, structs } = native;
 
 // The pinned release; update these deliberately together with the dependency versions. The bundle
 // is one squashed commit, so the upstream commit the binaries report (ggml_commit) differs from it.
-const PINNED = { bundleCommit: "de3ff81", ggmlVersion: "0.25.1", ggmlCommit: "0ad4a86" };
+const PINNED = { bundleCommit: "80fb11a", ggmlVersion: "0.23.0", ggmlCommit: "5b4ebc5" };
 
 const LLAMA_DIR = fileURLToPath(new URL("../node_modules/node-llama-cpp/llama/", import.meta.url));
 const HEADERS = ["ggml.h", "ggml-alloc.h", "ggml-backend.h", "ggml-opt.h", "gguf.h"];

@@ -1,5 +1,6 @@
 // Device selection over ggml's backend registry. The platform package decides which ggml build is
 // loaded (CPU variants, CUDA, Vulkan); the registry then offers that build's devices.
+import fs from "node:fs";
 import os from "node:os";
 import { GGML_BACKEND_DEVICE_TYPE, findPrebuiltBinDir, koffi, loadNative, type Ggml, type Ptr } from "./native.ts";
 
@@ -51,7 +52,9 @@ export class Backend {
     }
     const threads = options.threads ?? defaultThreads();
     const override = process.env.TASKTUNE_GGML_DIR;
-    const candidates: ("cpu" | "cuda" | "vulkan")[] = choice === "auto" ? ["cuda", "vulkan", "cpu"] : [choice];
+    // One process can load one ggml build, so `auto` commits to CUDA only where an NVIDIA driver
+    // is present; Vulkan (which also runs on CPUs through lavapipe) is used when asked for.
+    const candidates: ("cpu" | "cuda" | "vulkan")[] = choice === "auto" ? (nvidiaDriverLoaded() ? ["cuda", "cpu"] : ["cpu"]) : [choice];
     for (const kind of candidates) {
       const binDir = override ?? (await findPrebuiltBinDir(platformPackage(kind)));
       if (!binDir) {
@@ -63,9 +66,9 @@ export class Backend {
       }
       const { ggml } = loadNative(binDir);
       const wanted = kind === "cpu" ? ["cpu"] : ["gpu", "igpu"];
-      const dev = listDevicePointers(ggml).find((d) => wanted.includes(describeDevice(ggml, d).kind));
+      const dev = listDevicePointers(ggml).find((d) => wanted.includes(describeDevice(ggml, d).kind))
+        ?? (choice === "auto" ? listDevicePointers(ggml).find((d) => describeDevice(ggml, d).kind === "cpu") : undefined);
       if (!dev) {
-        if (choice === "auto" && !override) continue;
         throw new Error(`no ${kind} device found by ggml in ${binDir} (devices: ${listDevices(ggml).map((d) => d.name).join(", ") || "none"})`);
       }
       const handle = ggml.ggml_backend_dev_init(dev, null);
@@ -103,7 +106,7 @@ export class Backend {
   }
 }
 
-const PINNED_VERSION = "3.22.1";
+const PINNED_VERSION = "3.21.1";
 const setThreadsProto = koffi.proto("void ggml_backend_set_n_threads_t(void *backend, int n_threads)");
 
 /** Physical cores are what ggml's matmuls scale with; hyperthreads only add contention. */
@@ -111,6 +114,10 @@ function defaultThreads(): number {
   const fromEnv = Number(process.env.TASKTUNE_THREADS);
   if (Number.isInteger(fromEnv) && fromEnv > 0) return fromEnv;
   return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+}
+
+function nvidiaDriverLoaded(): boolean {
+  return fs.existsSync("/proc/driver/nvidia/version");
 }
 
 function listDevicePointers(ggml: Ggml): Ptr[] {

@@ -2,6 +2,7 @@ import { demoCommand } from "./demo.ts";
 import { devicesCommand } from "./devices.ts";
 import { forwardCommand } from "./forward.ts";
 import { inspectCommand } from "./inspect.ts";
+import { mergeCommand } from "./merge.ts";
 import { trainCommand } from "./train.ts";
 
 export interface Command {
@@ -16,6 +17,7 @@ export const COMMANDS: Record<string, Command> = {
   demo: demoCommand,
   train: trainCommand,
   forward: forwardCommand,
+  merge: mergeCommand,
   inspect: inspectCommand,
   devices: devicesCommand,
 };
