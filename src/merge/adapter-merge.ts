@@ -19,6 +19,7 @@ import {
 } from "./ops.ts";
 import { OutputDir } from "./output.ts";
 import { truncatedSvd } from "./svd.ts";
+import { withThreadsFor } from "./tensor-merge.ts";
 
 export interface AdapterMergeOptions {
   backend: Backend;
@@ -93,6 +94,8 @@ export function mergeAdapters(config: AdapterMergeConfig, outDir: string, option
         const combo = { kind: combination, density, majority: config.majoritySignMethod };
         a = combineTensors(options.backend, loras.map((l) => l.a), [first.inFeatures, first.r, 1, 1], wA, { ...combo, seed: seed("A") });
         b = combineTensors(options.backend, loras.map((l) => l.b), [first.r, first.outFeatures, 1, 1], wB, { ...combo, seed: seed("B") });
+        // A module below the adapters' r (rank_pattern) is zero-padded to it: the merged config has no pattern.
+        if (first.r < rank) ({ a, b } = padRank(a, b, first.r, rank, first.inFeatures, first.outFeatures));
       } else {
         const kind = combination === "svd" ? "linear" : combination.slice(0, -"_svd".length) as PeftCombination;
         const loras = present.map((p) => p.modules.get(module)!);
@@ -212,26 +215,28 @@ function checkBase(baseModel: string, adapters: LoadedAdapter[], modules: string
 // ---------------------------------------------------------------------------------------------
 // Graph helpers
 
-/** Builds a graph over host tensors, computes it and reads back the outputs. */
-function compute(backend: Backend, build: (g: Graph, input: (data: Float32Array, ne: Shape4) => Tensor) => Tensor[]): Float32Array[] {
-  const g = new Graph(backend);
-  try {
-    const fills: [Tensor, Float32Array | (() => Float32Array)][] = [];
-    const leaves = new Set<bigint>();
-    const outs = build(g, (data, ne) => {
-      const t = g.input("f32", ne, `in ${fills.length}`);
-      fills.push([t, data]);
-      leaves.add(t.ptr);
-      return t;
-    }).map((t) => (leaves.has(t.ptr) ? g.cont(t) : t));
-    for (const t of outs) g.output(t);
-    g.allocate();
-    for (const [t, data] of fills) t.setAll(typeof data === "function" ? data() : data);
-    g.compute();
-    return outs.map((t) => t.getF32());
-  } finally {
-    g.free();
-  }
+/** Builds a graph over host tensors, computes it and reads back the outputs (one thread for small graphs). */
+function compute(backend: Backend, elements: number, build: (g: Graph, input: (data: Float32Array, ne: Shape4) => Tensor) => Tensor[]): Float32Array[] {
+  return withThreadsFor(backend, elements, () => {
+    const g = new Graph(backend);
+    try {
+      const fills: [Tensor, Float32Array][] = [];
+      const leaves = new Set<bigint>();
+      const outs = build(g, (data, ne) => {
+        const t = g.input("f32", ne, `in ${fills.length}`);
+        fills.push([t, data]);
+        leaves.add(t.ptr);
+        return t;
+      }).map((t) => (leaves.has(t.ptr) ? g.cont(t) : t));
+      for (const t of outs) g.output(t);
+      g.allocate();
+      for (const [t, data] of fills) t.setAll(data);
+      g.compute();
+      return outs.map((t) => t.getF32());
+    } finally {
+      g.free();
+    }
+  });
 }
 
 type PeftCombination = "linear" | "ties" | "dare_linear" | "dare_ties" | "magnitude_prune";
@@ -250,13 +255,13 @@ function combineTensors(
   const magnitude = prune && (o.kind === "ties" || o.kind === "magnitude_prune");
   const random = prune && o.kind.startsWith("dare");
   const cuts = magnitude ? tensors.map((t) => magnitudeCut(t.map(Math.abs), o.density)) : undefined;
-  return compute(backend, (g, input) => {
+  return compute(backend, tensors[0]!.length, (g, input) => {
     let ts = tensors.map((t) => input(t, ne));
     if (cuts) ts = ts.map((t, i) => keepAtLeast(g, t, cuts[i]!));
     if (random) {
       ts = ts.map((t, i) => {
         const seed = o.seed(i);
-        const mask = input(bernoulliMask(t.elements, o.density, seed), ne);
+        const mask = input(Float32Array.from(bernoulliMask(t.elements, o.density, seed)), ne);
         return g.scale(g.mul(t, mask), 1 / o.density);
       });
     }
@@ -272,7 +277,7 @@ function combineTensors(
 
 /** s_i B_i A_i of each adapter, PyTorch layout [out, in] (ggml [in, out]). */
 function loraDeltas(backend: Backend, loras: ModuleLora[]): Float32Array[] {
-  return compute(backend, (g, input) => loras.map((l) => {
+  return compute(backend, loras[0]!.inFeatures * loras[0]!.outFeatures, (g, input) => loras.map((l) => {
     const a = input(l.a, [l.inFeatures, l.r, 1, 1]);
     const b = input(l.b, [l.r, l.outFeatures, 1, 1]);
     return g.scale(g.mulMat(g.cont(g.transpose(a)), b), l.scaling);
@@ -284,6 +289,11 @@ function loraDeltas(backend: Backend, loras: ModuleLora[]): Float32Array[] {
  * with zeros to the new rank. Each block is written through a ggml view of the result.
  */
 function concatenate(backend: Backend, parts: { lora: ModuleLora; weight: number }[], rank: number): { a: Float32Array; b: Float32Array } {
+  const { inFeatures, outFeatures } = parts[0]!.lora;
+  return withThreadsFor(backend, inFeatures * outFeatures, () => concatenateOnBackend(backend, parts, rank));
+}
+
+function concatenateOnBackend(backend: Backend, parts: { lora: ModuleLora; weight: number }[], rank: number): { a: Float32Array; b: Float32Array } {
   const { inFeatures, outFeatures } = parts[0]!.lora;
   const store = new TensorStore(backend, "cat", 2);
   const g = new Graph(backend);
@@ -310,6 +320,15 @@ function concatenate(backend: Backend, parts: { lora: ModuleLora; weight: number
     g.free();
     store.free();
   }
+}
+
+/** A [r, in] and B [out, r] as A [rank, in] and B [out, rank], the extra rows and columns zero. */
+function padRank(a: Float32Array, b: Float32Array, r: number, rank: number, inFeatures: number, outFeatures: number): { a: Float32Array; b: Float32Array } {
+  const paddedA = new Float32Array(rank * inFeatures);
+  paddedA.set(a);
+  const paddedB = new Float32Array(outFeatures * rank);
+  for (let i = 0; i < outFeatures; i++) paddedB.set(b.subarray(i * r, (i + 1) * r), i * rank);
+  return { a: paddedA, b: paddedB };
 }
 
 /** PEFT's svd_clamp: clamp U S and V^T to +-(the clamp quantile of all their values). */

@@ -3,10 +3,10 @@
 // Semantics follow mergekit so that its configs mean the same here; `magnitude_prune` and
 // `lines`, which mergekit lacks, follow PEFT's merge_utils and the LiNeS paper.
 import type { Graph } from "../engine/graph.ts";
-import type { Shape4, Tensor } from "../engine/tensor.ts";
+import type { Tensor } from "../engine/tensor.ts";
 import {
-  bernoulliMask, clamp, clampMin, keepAtLeast, magnitudeCut, oneIfZero, rescaleL1, selectAscending,
-  signAgreement, sumAll, weightedSum, type ConsensusMethod,
+  keepAtLeast, l1RescaleFactor, magnitudeCut, oneIfZero, selectAscending, signAgreement, sumAll, weightedSum,
+  type ConsensusMethod,
 } from "./ops.ts";
 import type { ParamValue } from "./params.ts";
 
@@ -18,7 +18,10 @@ export interface ParameterDef {
 
 export type Params = Record<string, ParamValue>;
 
-/** What a method sees for one tensor, in one ggml graph. Tensors are f32, in ggml order. */
+/**
+ * What a method sees for one tensor, in one ggml graph. The graph covers one chunk of rows of
+ * the tensor (PyTorch dim 0); tensors are f32, in ggml order.
+ */
 export interface MergeInputs {
   g: Graph;
   /** The tensor's name in the checkpoints. */
@@ -34,16 +37,39 @@ export interface MergeInputs {
   /** Layer position of the tensor: mergekit's gradient t, and LiNeS depth (embeddings 0, head 1). */
   t: number;
   depth: number;
-  /** Seed of this run, tensor and model i, for random drops. */
-  seed(i: number): number;
-  /** A graph input filled from host memory after allocation (e.g. a random mask). */
-  hostInput(ne: Shape4, fill: () => Float32Array): Tensor;
+  /**
+   * A Bernoulli(density) keep mask (1 kept, 0 dropped) of model i over this chunk: drawn once
+   * per tensor from the run seed, the tensor name and i, so both passes see the same draws.
+   */
+  keepMask(i: number, density: number): Tensor;
+  /** A per-row vector (one value per ggml row of the whole tensor) as this chunk's [1, rows] input. */
+  rowInput(values: Float32Array): Tensor;
+}
+
+/** Analysis outputs: `sums` are added over the chunks (e.g. [1] norms), `parts` concatenated (|delta|, per-row sums). */
+export interface AnalyzeOutputs {
+  sums?: Record<string, Tensor>;
+  parts?: Record<string, Tensor>;
+}
+
+/** Whole-tensor statistics handed to `plan`. */
+export interface Stats {
+  sums: Record<string, Float64Array>;
+  parts: Record<string, Float32Array>;
+}
+
+export interface PlanInputs {
+  name: string;
+  params: readonly Params[];
+  global: Params;
+  elements: number;
 }
 
 /**
  * One merge method. `analyze` (optional) builds graph outputs that are read back to the host,
- * `plan` turns them into scalars (thresholds, angles) in JS, and `merge` builds the merged
- * tensor in a second graph with those scalars baked in.
+ * `plan` turns them into scalars (thresholds, angles, rescale factors) in JS, and `merge` builds
+ * the merged tensor with those scalars baked in. `merge` must be elementwise over rows (any
+ * whole-tensor reduction belongs in `analyze`), because tensors are merged in chunks of rows.
  */
 export interface MergeMethod<P = undefined> {
   name: string;
@@ -57,8 +83,8 @@ export interface MergeMethod<P = undefined> {
   parameters: ParameterDef[];
   /** Per-model parameters (mergekit's `tensor_parameters()`). */
   tensorParameters: ParameterDef[];
-  analyze?(x: MergeInputs): Record<string, Tensor>;
-  plan?(stats: Record<string, Float32Array>, x: Pick<MergeInputs, "name" | "params" | "global">): P;
+  analyze?(x: MergeInputs): AnalyzeOutputs;
+  plan?(stats: Stats, x: PlanInputs): P;
   merge(x: MergeInputs, plan: P): Tensor;
 }
 
@@ -107,10 +133,14 @@ interface TaskArithmeticSpec {
   layerScaling?: boolean;
 }
 
-/** Per-model magnitude cuts: [lower, upper) kept ranges of |delta| (upper Infinity = no cap). */
-type Cuts = ({ lower: number; upper: number } | undefined)[];
+interface TaskArithmeticPlan {
+  /** Per model: the kept range [lower, upper) of |delta| (magnitude methods). */
+  cuts: ({ lower: number; upper: number } | undefined)[];
+  /** Per model: mergekit's L1 rescale of the sparsified delta (1 without rescale). */
+  factors: number[];
+}
 
-function taskArithmeticMethod(spec: TaskArithmeticSpec): MergeMethod<Cuts> {
+function taskArithmeticMethod(spec: TaskArithmeticSpec): MergeMethod<TaskArithmeticPlan> {
   const magnitudeBased = spec.sparsification === "magnitude" || spec.sparsification === "magnitude_outliers";
   const tensorParameters: ParameterDef[] = [
     spec.layerScaling ? { name: "weight", default: 1 } : { name: "weight", required: true },
@@ -125,6 +155,7 @@ function taskArithmeticMethod(spec: TaskArithmeticSpec): MergeMethod<Cuts> {
   ];
   if (spec.layerScaling) parameters.push({ name: "alpha", required: true }, { name: "beta", required: true });
   const sparsified = (x: Pick<MergeInputs, "params">, i: number) => spec.sparsification !== undefined && num(x.params[i]!.density, "density") < 1;
+  const density = (x: Pick<MergeInputs, "params">, i: number) => num(x.params[i]!.density, "density");
 
   return {
     name: spec.name,
@@ -133,36 +164,60 @@ function taskArithmeticMethod(spec: TaskArithmeticSpec): MergeMethod<Cuts> {
     minModels: 1,
     parameters,
     tensorParameters,
-    analyze: magnitudeBased
-      ? (x) => Object.fromEntries(x.models.flatMap((m, i) => (sparsified(x, i) ? [[`abs${i}`, x.g.abs(x.g.sub(m, x.base!))]] : [])))
+    analyze: spec.sparsification
+      ? (x) => {
+        const { g } = x;
+        const sums: Record<string, Tensor> = {};
+        const parts: Record<string, Tensor> = {};
+        const rescale = bool(x.global.rescale);
+        x.models.forEach((m, i) => {
+          if (!sparsified(x, i)) return;
+          const abs = g.abs(g.sub(m, x.base!));
+          if (magnitudeBased) parts[`abs${i}`] = abs;
+          if (rescale) sums[`l1_${i}`] = g.sum(abs);
+          if (rescale && spec.sparsification === "random") sums[`kept${i}`] = g.sum(g.mul(abs, x.keepMask(i, density(x, i))));
+        });
+        return { sums, parts };
+      }
       : undefined,
-    plan: magnitudeBased
-      ? (stats, x) => x.params.map((p, i) => {
-        const magnitudes = stats[`abs${i}`];
-        if (!magnitudes) return undefined;
-        const density = num(p.density, "density");
-        if (spec.sparsification === "magnitude") return { lower: magnitudeCut(magnitudes, density), upper: Infinity };
-        return outlierCuts(magnitudes, density, num(p.gamma, "gamma"));
-      })
+    plan: spec.sparsification
+      ? (stats, x) => {
+        const rescale = bool(x.global.rescale);
+        const cuts = x.params.map((p, i) => {
+          const magnitudes = stats.parts[`abs${i}`];
+          if (!magnitudes) return undefined;
+          if (spec.sparsification === "magnitude") return { lower: magnitudeCut(magnitudes, density(x, i)), upper: Infinity };
+          return outlierCuts(magnitudes, density(x, i), num(p.gamma, "gamma"));
+        });
+        const factors = x.params.map((_, i) => {
+          if (!rescale || !sparsified(x, i)) return 1;
+          const before = stats.sums[`l1_${i}`]![0]!;
+          if (spec.sparsification === "random") return l1RescaleFactor(before, stats.sums[`kept${i}`]![0]!);
+          // The kept L1 norm from the magnitudes already on the host.
+          const { lower, upper } = cuts[i]!;
+          let after = 0;
+          for (const v of stats.parts[`abs${i}`]!) if (v >= lower && v < upper) after += v;
+          return l1RescaleFactor(before, after);
+        });
+        return { cuts, factors };
+      }
       : undefined,
-    merge(x, cuts) {
+    merge(x, plan) {
       const { g, base } = x;
       const weights = x.params.map((p) => num(p.weight, "weight"));
-      const rescale = bool(x.global.rescale);
       const deltas = x.models.map((m, i) => {
         const delta = g.sub(m, base!);
         if (!sparsified(x, i)) return delta;
-        const density = num(x.params[i]!.density, "density");
         let masked: Tensor;
         if (spec.sparsification === "random") {
-          const seed = x.seed(i);
-          masked = g.mul(delta, x.hostInput(delta.ne, () => bernoulliMask(delta.elements, density, seed)));
+          masked = g.mul(delta, x.keepMask(i, density(x, i)));
         } else {
-          const cut = cuts[i]!;
+          const cut = plan.cuts[i]!;
           masked = keepAtLeast(g, delta, cut.lower);
           if (cut.upper !== Infinity) masked = g.sub(masked, keepAtLeast(g, delta, cut.upper));
         }
-        return rescale ? rescaleL1(g, delta, masked) : masked;
+        const factor = plan.factors[i]!;
+        return factor === 1 ? masked : g.scale(masked, factor);
       });
       const weighted = deltas.map((d, i) => (weights[i] === 1 ? d : g.scale(d, weights[i]!)));
       let mixed: Tensor;
@@ -254,14 +309,14 @@ registerMergeMethod<SlerpPlan>({
   tensorParameters: [],
   analyze({ g, base, models }) {
     const v1 = models[0]!;
-    return { n0: g.sum(g.sqr(base!)), n1: g.sum(g.sqr(v1)), dot: g.sum(g.mul(base!, v1)) };
+    return { sums: { n0: g.sum(g.sqr(base!)), n1: g.sum(g.sqr(v1)), dot: g.sum(g.mul(base!, v1)) } };
   },
-  plan(stats, x) {
+  plan({ sums }, x) {
     const t = num(x.global.t, "t");
     const eps = 1e-8;
-    const norm0 = Math.sqrt(stats.n0![0]!);
-    const norm1 = Math.sqrt(stats.n1![0]!);
-    const dot = stats.dot![0]! / ((norm0 > eps ? norm0 : 1) * (norm1 > eps ? norm1 : 1));
+    const norm0 = Math.sqrt(sums.n0![0]!);
+    const norm1 = Math.sqrt(sums.n1![0]!);
+    const dot = sums.dot![0]! / ((norm0 > eps ? norm0 : 1) * (norm1 > eps ? norm1 : 1));
     if (Math.abs(dot) > 0.9995) return { s0: 1 - t, s1: t };
     const theta0 = Math.acos(dot);
     const sinTheta0 = Math.sin(theta0);
@@ -274,34 +329,50 @@ registerMergeMethod<SlerpPlan>({
 });
 
 // ---------------------------------------------------------------------------------------------
-// Model Stock (mergekit/merge_methods/model_stock.py), entirely in ggml: cosines of the offsets
-// from the base (per row with filter_wise), their mean, t = N cos / (1 + (N - 1) cos).
+// Model Stock (mergekit/merge_methods/model_stock.py): the offsets' dot products and norms are
+// ggml reductions (per row with filter_wise), the cosines and t = N cos / (1 + (N - 1) cos) scalar
+// JS, and the interpolation w_0 + t (w_avg - w_0) a ggml graph.
 
-registerMergeMethod({
+registerMergeMethod<Float32Array>({
   name: "model_stock",
   description: "Model Stock (arXiv 2403.19522): average of the models pulled towards base by their offsets' angle",
   needsBase: true,
   minModels: 2,
   parameters: [{ name: "filter_wise", default: false }],
   tensorParameters: [],
-  merge({ g, base, models, global }) {
-    const filterWise = bool(global.filter_wise);
-    const reduce = (t: Tensor) => (filterWise ? g.sumRows(t) : g.sum(t));
+  analyze({ g, base, models, global }) {
+    const reduce = (t: Tensor) => (bool(global.filter_wise) ? g.sumRows(t) : g.sum(t));
     const offsets = models.map((m) => g.sub(m, base!));
-    const norms = offsets.map((o) => g.sqrt(reduce(g.sqr(o))));
-    const cosines: Tensor[] = [];
-    for (let i = 0; i < offsets.length; i++) {
-      for (let j = i + 1; j < offsets.length; j++) {
-        const denominator = clampMin(g, g.mul(norms[i]!, norms[j]!), 1e-6);
-        cosines.push(clamp(g, g.div(reduce(g.mul(offsets[i]!, offsets[j]!)), denominator), -1, 1));
+    const stats: Record<string, Tensor> = {};
+    offsets.forEach((a, i) => offsets.forEach((b, j) => {
+      if (j >= i) stats[`${i},${j}`] = reduce(g.mul(a, b));
+    }));
+    return bool(global.filter_wise) ? { parts: stats } : { sums: stats };
+  },
+  plan({ sums, parts }, x) {
+    const n = x.params.length;
+    const get = (i: number, j: number) => (bool(x.global.filter_wise) ? parts : sums)[`${i},${j}`]!;
+    const rows = get(0, 0).length;
+    const t = new Float32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      let cosSum = 0;
+      let pairs = 0;
+      for (let i = 0; i < n; i++) {
+        for (let j = i + 1; j < n; j++) {
+          const norms = Math.sqrt(get(i, i)[r]!) * Math.sqrt(get(j, j)[r]!);
+          cosSum += Math.min(1, Math.max(-1, get(i, j)[r]! / Math.max(norms, 1e-6)));
+          pairs++;
+        }
       }
+      const cos = cosSum / pairs;
+      t[r] = (n * cos) / (1 + (n - 1) * cos);
     }
-    const cos = g.scale(sumAll(g, cosines), 1 / cosines.length);
-    const n = models.length;
-    const t = g.div(g.scale(cos, n), g.scaleBias(cos, n - 1, 1));
-    const average = g.scale(sumAll(g, models), 1 / n);
+    return t;
+  },
+  merge({ g, base, models, global, rowInput }, t) {
+    const average = g.scale(sumAll(g, models), 1 / models.length);
+    const pull = g.sub(average, base!);
     // t w_avg + (1 - t) w_0 = w_0 + t (w_avg - w_0)
-    return g.add(base!, g.mul(g.sub(average, base!), t));
+    return g.add(base!, bool(global.filter_wise) ? g.mul(pull, rowInput(t)) : g.scale(pull, t[0]!));
   },
 });
-

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import YAML from "yaml";
 import type { Backend } from "../engine/backend.ts";
-import { dtypeSize } from "../io/dtype.ts";
+import { dtypeSize, type SafetensorsDtype } from "../io/dtype.ts";
 import { ShardedSafetensorsWriter } from "../io/safetensors.ts";
 import type { ModelMergeConfig } from "./config.ts";
 import { getMergeMethod, knownParameterNames, type MergeMethod, type ParameterDef, type Params } from "./methods.ts";
@@ -107,6 +107,7 @@ export function mergeModels(config: ModelMergeConfig, outDir: string, options: M
     const inputs = method.needsBase ? [base!, ...models] : models;
     const reference = base ?? models[0]!;
     checkTensorSets(reference, [...(base ? [base] : []), ...models]);
+    const tokenizerDir = tokenizerFolder(config, reference.source);
     const numLayers = countLayers(reference.source);
     const plan = reference.source.names.map((name) => planTensor(name, config, method, reference, inputs, models, numLayers, warn));
 
@@ -117,13 +118,14 @@ export function mergeModels(config: ModelMergeConfig, outDir: string, options: M
     plan.forEach((p, index) => {
       const refInfo = reference.source.info(p.name)!;
       let data: Uint8Array;
-      let dtype: string;
+      let dtype: SafetensorsDtype;
       if (p.outDtype === undefined) {
         // Integer and other non-float tensors (buffers, ids) are copied from the reference model.
         data = reference.source.readRaw(p.name);
         dtype = refInfo.dtype;
         bytesRead += inputs.reduce((s, input) => s + input.source.info(p.name)!.byteLength, 0);
       } else {
+        const outDtype = p.outDtype;
         const read = (input: Input): TensorInput => {
           const info = input.source.info(p.name)!;
           const raw = input.source.readRaw(p.name);
@@ -131,7 +133,7 @@ export function mergeModels(config: ModelMergeConfig, outDir: string, options: M
           const keep = p.elements * dtypeSize(info.dtype);
           return { data: raw.byteLength > keep ? raw.subarray(0, keep) : raw, dtype: info.dtype as FloatDtype, lora: input.source.loraDelta(p.name) };
         };
-        data = mergeTensor(options.backend, method, {
+        data = mergeWithContext(p.name, () => mergeTensor(options.backend, method, {
           name: p.name,
           shape: p.shape,
           base: method.needsBase ? read(base!) : undefined,
@@ -141,18 +143,18 @@ export function mergeModels(config: ModelMergeConfig, outDir: string, options: M
           t: p.t,
           depth: p.depth,
           seed: options.seed ?? 0,
-          outDtype: p.outDtype,
-        });
-        dtype = p.outDtype;
+          outDtype,
+        }));
+        dtype = outDtype;
       }
-      writer!.add(p.name, dtype as FloatDtype, p.shape, data);
+      writer!.add(p.name, dtype, p.shape, data);
       bytesWritten += data.byteLength;
       options.onProgress?.({
         tensorsDone: index + 1, tensorsTotal: plan.length, bytesRead, bytesTotal, elapsedS: (Date.now() - started) / 1000, tensor: p.name,
       });
     });
     writer.finish();
-    copyModelFiles(config, reference.source, output);
+    copyModelFiles(config, reference.source.dir, tokenizerDir, output);
     output.writeFile("mergekit_config.yml", YAML.stringify(config.raw));
     const files = output.commit();
     return { outDir: output.target, files, tensors: plan.length, bytesRead, bytesWritten, seconds: (Date.now() - started) / 1000 };
@@ -162,6 +164,16 @@ export function mergeModels(config: ModelMergeConfig, outDir: string, options: M
     throw err;
   } finally {
     for (const source of opened.values()) source.close();
+  }
+}
+
+/** Errors while merging a tensor name it (a parameter of the wrong type, a graph the device cannot run). */
+function mergeWithContext<T>(tensor: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof Error && !err.message.includes(`"${tensor}"`)) err.message = `tensor "${tensor}": ${err.message}`;
+    throw err;
   }
 }
 
@@ -278,16 +290,17 @@ function planTensor(
   };
 }
 
-/** config.json (with the output dtype), generation_config.json and the tokenizer files of the tokenizer source. */
-function copyModelFiles(config: ModelMergeConfig, reference: TensorSource, output: OutputDir): void {
-  const modelDir = reference.dir;
-  let tokenizerDir = modelDir;
-  if (config.tokenizerSource && config.tokenizerSource !== "base") {
-    const plus = config.tokenizerSource.lastIndexOf("+");
-    const model = plus > 0 && !fs.existsSync(config.tokenizerSource) ? config.tokenizerSource.slice(0, plus) : config.tokenizerSource;
-    if (!fs.existsSync(model)) throw new Error(`tokenizer_source: ${config.tokenizerSource} does not exist`);
-    tokenizerDir = fs.statSync(model).isDirectory() ? model : path.dirname(model);
-  }
+/** The folder whose tokenizer files are copied: the reference model's, or tokenizer_source's. */
+function tokenizerFolder(config: ModelMergeConfig, reference: TensorSource): string | undefined {
+  if (!config.tokenizerSource || config.tokenizerSource === "base") return reference.dir;
+  const plus = config.tokenizerSource.lastIndexOf("+");
+  const model = plus > 0 && !fs.existsSync(config.tokenizerSource) ? config.tokenizerSource.slice(0, plus) : config.tokenizerSource;
+  if (!fs.existsSync(model)) throw new Error(`tokenizer_source: ${config.tokenizerSource} does not exist`);
+  return fs.statSync(model).isDirectory() ? model : path.dirname(model);
+}
+
+/** config.json (with the output dtype) and generation_config.json of the reference model, and the tokenizer files. */
+function copyModelFiles(config: ModelMergeConfig, modelDir: string | undefined, tokenizerDir: string | undefined, output: OutputDir): void {
   if (modelDir) {
     const configFile = path.join(modelDir, "config.json");
     if (fs.existsSync(configFile)) {

@@ -15,17 +15,6 @@ export function atLeast(g: Graph, x: Tensor, c: number): Tensor {
   return g.scaleBias(step(g, g.scaleBias(x, -1, c)), -1, 1);
 }
 
-/** max(x, lo) = relu(x - lo) + lo. */
-export function clampMin(g: Graph, x: Tensor, lo: number): Tensor {
-  return g.scaleBias(g.relu(g.scaleBias(x, 1, -lo)), 1, lo);
-}
-
-/** min(max(x, lo), hi). */
-export function clamp(g: Graph, x: Tensor, lo: number, hi: number): Tensor {
-  const low = clampMin(g, x, lo);
-  return g.scaleBias(g.relu(g.scaleBias(low, -1, hi)), -1, hi); // hi - relu(hi - y)
-}
-
 /** x where x != 0 else 1 (a safe divisor for counts and weight sums that may be 0). */
 export function oneIfZero(g: Graph, x: Tensor): Tensor {
   return g.add(x, g.scaleBias(g.sgn(g.abs(x)), -1, 1));
@@ -66,21 +55,6 @@ export function keepAtLeast(g: Graph, t: Tensor, cut: number): Tensor {
   if (cut === Infinity) return g.scale(t, 0);
   if (cut <= 0) return t;
   return g.mul(t, atLeast(g, g.abs(t), cut));
-}
-
-/**
- * mergekit's rescaled_masked_tensor with the L1 norm: masked * (||t||_1 / ||masked||_1), left as
- * is when either norm is below eps. The two norms are ggml reductions; the guard is arithmetic
- * on the [1] results so that nothing leaves the graph.
- */
-export function rescaleL1(g: Graph, original: Tensor, masked: Tensor, eps = 1e-7): Tensor {
-  const before = g.sum(g.abs(original));
-  const after = g.sum(g.abs(masked));
-  const ok = g.mul(step(g, g.scaleBias(before, 1, -eps)), step(g, g.scaleBias(after, 1, -eps)));
-  const notOk = g.scaleBias(ok, -1, 1);
-  const ratio = g.div(before, g.add(after, notOk));
-  const factor = g.add(g.mul(ok, ratio), notOk);
-  return g.mul(masked, factor);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -130,6 +104,14 @@ export function selectAscending(a: Float32Array, index: number): number {
   return a[index]!;
 }
 
+/**
+ * mergekit's rescaled_masked_tensor factor for the L1 norm: ||t||_1 / ||masked||_1, or 1 when
+ * either is below eps (the norms come from ggml reductions or the host-side magnitudes).
+ */
+export function l1RescaleFactor(before: number, after: number, eps = 1e-7): number {
+  return before < eps || after < eps ? 1 : before / after;
+}
+
 /** The magnitude cut that keeps the top int(density * n) entries (PEFT and mergekit's k). */
 export function magnitudeCut(magnitudes: Float32Array, density: number): number {
   if (density >= 1) return 0;
@@ -151,9 +133,9 @@ export function hashSeed(...parts: (string | number)[]): number {
  * A Bernoulli(density) keep mask (1 kept, 0 dropped), from seededUniform. ggml has no random
  * number op, so drop masks are drawn here and multiplied in by the graph.
  */
-export function bernoulliMask(n: number, density: number, seed: number): Float32Array {
+export function bernoulliMask(n: number, density: number, seed: number): Uint8Array {
   const uniform = seededUniform(seed);
-  const mask = new Float32Array(n);
+  const mask = new Uint8Array(n);
   for (let i = 0; i < n; i++) mask[i] = uniform() < density ? 1 : 0;
   return mask;
 }
