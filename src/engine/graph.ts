@@ -376,8 +376,9 @@ export class Graph {
     if (nodes.length === 0) throw new Error("allocate: the graph is empty (call output() first)");
     const unsupported = nodes.filter((n) => !ggml.ggml_backend_supports_op(this.backend.handle, n.ptr));
     if (unsupported.length) {
-      const ops = [...new Set(unsupported.map((n) => `${ggml.ggml_op_desc(n.ptr)} ${n.dtype}`))];
-      throw new Error(`${this.backend.device.name} cannot run: ${ops.join(", ")}`);
+      const operands = (n: Tensor) => [0, 1].flatMap((i) => (n.hasSource(i) ? [n.source(i).dtype] : [])).join(", ");
+      const ops = [...new Set(unsupported.map((n) => `${ggml.ggml_op_desc(n.ptr)}(${operands(n)}) -> ${n.dtype}`))];
+      throw new Error(`${this.backend.device.name} cannot run: ${ops.join("; ")} (a frozen weight type this backend cannot differentiate through? try f32, f16 or q8_0)`);
     }
     this.galloc = ggml.ggml_gallocr_new(this.backend.defaultBufferType);
     if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.graph)) {

@@ -83,6 +83,11 @@ export class Tensor {
     return (this.flags & GGML_TENSOR_FLAG.PARAM) !== 0;
   }
 
+  hasSource(i: number): boolean {
+    const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
+    return Boolean(raw.src[i]);
+  }
+
   /** The i-th operand of the op that produced this tensor. */
   source(i: number): Tensor {
     const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
