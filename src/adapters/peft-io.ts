@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { FormatError } from "../io/errors.ts";
+import { writeFileAtomic } from "../io/files.ts";
 import { openCheckpoint, writeSafetensors } from "../io/safetensors.ts";
 import type { Model } from "../models/model.ts";
 import { LoraAdapter } from "./lora.ts";
@@ -14,10 +15,7 @@ export function saveAdapter(adapter: LoraAdapter, dir: string): void {
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), adapter.stateDict.map(([name, t]) => ({
     name, dtype: "F32" as const, shape: t.torchShape, data: t.getF32(),
   })), { format: "pt" });
-  const configFile = path.join(dir, ADAPTER_CONFIG);
-  const temp = `${configFile}.tmp-${process.pid}`;
-  fs.writeFileSync(temp, `${JSON.stringify(loraConfigJson(adapter.config), null, 2)}\n`);
-  fs.renameSync(temp, configFile);
+  writeFileAtomic(path.join(dir, ADAPTER_CONFIG), `${JSON.stringify(loraConfigJson(adapter.config), null, 2)}\n`);
 }
 
 /**

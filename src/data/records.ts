@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import { extname } from "node:path";
 import { FormatError } from "../io/errors.ts";
+import { readTextFile } from "../io/files.ts";
 import { parseCsv } from "./csv.ts";
 import { RowError } from "./errors.ts";
 
@@ -19,20 +19,8 @@ export function readRows(file: string): Row[] {
   if (format !== ".jsonl" && format !== ".csv") {
     throw new FormatError(file, `unsupported data file type "${format}": use .jsonl (one JSON object per line) or .csv`);
   }
-  const text = readText(file);
+  const text = readTextFile(file);
   return format === ".jsonl" ? jsonlRows(text, file) : csvRows(text, file);
-}
-
-function readText(file: string): string {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new FormatError(file, code === "ENOENT" ? "file not found" : `cannot read: ${(error as Error).message}`);
-  }
-  // Editors on Windows save UTF-8 with a byte order mark, which neither format expects.
-  return text.startsWith("\uFEFF") ? text.slice(1) : text;
 }
 
 function jsonlRows(text: string, file: string): Row[] {

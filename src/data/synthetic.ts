@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { seededUniform } from "../engine/random.ts";
+import { writeFileAtomic } from "../io/files.ts";
 
 export interface SyntheticTask {
   description: string;
@@ -40,8 +41,6 @@ export function writeSyntheticTask(name: string, file: string, count: number, se
   const random = seededUniform(seed);
   const lines = Array.from({ length: count }, () => JSON.stringify(task.row(random)));
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const temp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(temp, `${lines.join("\n")}\n`);
-  fs.renameSync(temp, file);
+  writeFileAtomic(file, `${lines.join("\n")}\n`);
   return file;
 }

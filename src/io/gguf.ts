@@ -2,9 +2,7 @@
 // with PyTorch-order shapes, raw tensor bytes by positioned reads, and f32 values of any tensor type
 // ggml can convert, dequantised by a ggml graph on the backend. Tensor names stay as in the file
 // (llama.cpp names such as blk.0.attn_q.weight).
-import { randomBytes } from "node:crypto";
-import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, readSync } from "node:fs";
 import type { Backend } from "../engine/backend.ts";
 import { Graph } from "../engine/graph.ts";
 import { GGUF_TYPE, koffi, type Ggml, type Ptr } from "../engine/native.ts";
@@ -12,6 +10,7 @@ import {
   GGML_TYPE, fromTorchShape, isQuantized, toShape4, toTorchShape, type DType, type Shape4, type Tensor,
 } from "../engine/tensor.ts";
 import { FormatError } from "./errors.ts";
+import { replaceAtomically, writeFully } from "./files.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Metadata values
@@ -279,44 +278,34 @@ export interface GgufContents {
 export function writeGguf(path: string, contents: GgufContents, ggml: Ggml): void {
   const metadata = contents.metadata instanceof Map ? [...contents.metadata] : Object.entries(contents.metadata ?? {});
   const tensors = contents.tensors ?? [];
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   const ctx = ggml.gguf_init_empty();
   const tensorCtx = ggml.ggml_init({ mem_size: Math.max(1, tensors.length) * ggml.ggml_tensor_overhead(), mem_buffer: null, no_alloc: true });
   try {
     for (const [key, value] of metadata) setValue(ggml, ctx, path, key, value);
     const names = new Set<string>();
     const bytes = tensors.map((tensor) => addTensor(ggml, ctx, tensorCtx, path, tensor, names));
-    if (!ggml.gguf_write_to_file(ctx, temp, true)) throw new Error(`${temp}: ggml could not write the GGUF header`);
-    const fd = openSync(temp, "r+");
-    try {
-      // ggml pads the header to the alignment, so the data section starts where it ends.
-      const dataOffset = fstatSync(fd).size;
-      let end = dataOffset;
-      bytes.forEach((data, id) => {
-        const position = dataOffset + ggml.gguf_get_tensor_offset(ctx, id);
-        for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position + done);
-        end = position + padTo(data.length, GGUF_DEFAULT_ALIGNMENT);
-      });
-      // Zero-fills the padding after the last tensor; the gaps between tensors already read as zeros.
-      ftruncateSync(fd, end);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temp, path);
-  } catch (err) {
-    rmSync(temp, { force: true });
-    throw err;
+    replaceAtomically(path, (temp) => {
+      if (!ggml.gguf_write_to_file(ctx, temp, true)) throw new Error(`${temp}: ggml could not write the GGUF header`);
+      const fd = openSync(temp, "r+");
+      try {
+        // ggml pads the header to the alignment, so the data section starts where it ends.
+        const dataOffset = fstatSync(fd).size;
+        let end = dataOffset;
+        bytes.forEach((data, id) => {
+          const position = dataOffset + ggml.gguf_get_tensor_offset(ctx, id);
+          writeFully(fd, data, position);
+          end = position + padTo(data.length, GGUF_DEFAULT_ALIGNMENT);
+        });
+        // Zero-fills the padding after the last tensor; the gaps between tensors already read as zeros.
+        ftruncateSync(fd, end);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    });
   } finally {
     ggml.ggml_free(tensorCtx);
     ggml.gguf_free(ctx);
-  }
-  // The rename is durable only once the directory entry itself is flushed.
-  const dirFd = openSync(dirname(path), "r");
-  try {
-    fsyncSync(dirFd);
-  } finally {
-    closeSync(dirFd);
   }
 }
 

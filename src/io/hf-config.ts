@@ -1,6 +1,6 @@
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FormatError } from "./errors.ts";
+import { readJsonFile } from "./files.ts";
 
 export type RopeScaling =
   | { type: "none" }
@@ -113,19 +113,7 @@ const CONFIG_FILE = "config.json";
 
 export function loadConfig(dir: string): ModelConfig {
   const file = join(dir, CONFIG_FILE);
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new FormatError(file, code === "ENOENT" ? "file not found" : `cannot read: ${(error as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new FormatError(file, `invalid JSON: ${(error as Error).message}`);
-  }
+  const json = readJsonFile(file);
   return parseConfig(json, file);
 }
 

@@ -4,10 +4,9 @@
 // Layout: u64 little-endian header length N, N bytes of JSON header
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {string: string}},
 // then the data section that the offsets are relative to.
-import { randomBytes } from "node:crypto";
 import {
   closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync,
-  renameSync, rmSync, statSync, writeSync,
+  renameSync, rmSync, statSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import {
@@ -15,6 +14,7 @@ import {
   type SafetensorsDtype, type StorageArray,
 } from "./dtype.ts";
 import { FormatError } from "./errors.ts";
+import { replaceAtomically, syncDirectory, tempName, writeFully } from "./files.ts";
 
 export interface TensorInfo {
   name: string;
@@ -281,15 +281,7 @@ export function writeSafetensors(path: string, tensors: readonly TensorData[], m
     const bytes = tensorBytes(path, tensor, names);
     return { ...tensor, bytes, byteLength: bytes.length };
   });
-  const temp = tempName(path);
-  writeShard(temp, entries, metadata, (fd, entry, position) => writeFully(fd, entry.bytes, position));
-  try {
-    renameSync(temp, path);
-  } catch (err) {
-    rmSync(temp, { force: true });
-    throw err;
-  }
-  syncDirectory(dirname(path));
+  replaceAtomically(path, (temp) => writeShard(temp, entries, metadata, (fd, entry, position) => writeFully(fd, entry.bytes, position)));
 }
 
 /** Writes a checkpoint like transformers' save_pretrained; returns the paths written. */
@@ -539,24 +531,6 @@ function readFully(fd: number, target: Uint8Array, position: number, path: strin
     const count = readSync(fd, target, done, target.length - done, position + done);
     if (count === 0) throw new FormatError(path, `unexpected end of file at byte ${position + done}`);
     done += count;
-  }
-}
-
-function writeFully(fd: number, source: Uint8Array, position: number): void {
-  for (let done = 0; done < source.length; ) done += writeSync(fd, source, done, source.length - done, position + done);
-}
-
-function tempName(path: string): string {
-  return `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-}
-
-// Renames are durable only once the directory entry itself is flushed.
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -1,8 +1,9 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { FormatError } from "./errors.ts";
+import { readJsonFile, readTextFile } from "./files.ts";
 
 export interface ChatMessage {
   role: string;
@@ -214,19 +215,7 @@ export class Tokenizer {
 }
 
 function readJsonObject(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw new FormatError(file, code === "ENOENT" ? "file not found" : `cannot read: ${(error as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new FormatError(file, `invalid JSON: ${(error as Error).message}`);
-  }
+  const json = readJsonFile(file);
   if (!isPlainObject(json)) throw new FormatError(file, "expected a JSON object");
   return json;
 }
@@ -246,7 +235,7 @@ function specialTokenContent(config: Record<string, unknown>, key: string, file:
  */
 function findChatTemplate(dir: string, config: Record<string, unknown>, configFile: string): ChatTemplateSource | undefined {
   const jinjaFile = join(dir, "chat_template.jinja");
-  if (existsSync(jinjaFile)) return { text: readFileSync(jinjaFile, "utf8"), file: jinjaFile };
+  if (existsSync(jinjaFile)) return { text: readTextFile(jinjaFile), file: jinjaFile };
 
   const field = config.chat_template;
   if (field === undefined || field === null) return undefined;

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { stringify as toYaml } from "yaml";
-import { writeFileAtomic } from "./atomic.ts";
+import { writeFileAtomic } from "../io/files.ts";
 import { formatDuration, formatNumber } from "./format.ts";
 import type { MetricsRecord } from "./metrics.ts";
 

@@ -12,6 +12,7 @@ import { loadDataset } from "../data/dataset.ts";
 import { readRows } from "../data/records.ts";
 import { LogLikelihoodScorer, multipleChoiceAccuracy, type MultipleChoiceItem } from "../eval/loglikelihood.ts";
 import { FormatError } from "../io/errors.ts";
+import { writeFileAtomic } from "../io/files.ts";
 import { ShardedSafetensorsWriter } from "../io/safetensors.ts";
 import { Tokenizer } from "../io/tokenizer.ts";
 import { loadModel } from "../models/index.ts";
@@ -41,7 +42,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
   const resumeFrom = options.resume ? latestCheckpoint(checkpoints) : undefined;
   if (options.resume && !resumeFrom) throw new Error(`--resume: no checkpoint in ${checkpoints}`);
   fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, "config.yaml"), YAML.stringify(config));
+  writeFileAtomic(path.join(out, "config.yaml"), YAML.stringify(config));
   const progress = new TrainingProgress({ stream: options.stream });
   const say = (message: string) => progress.log(message);
 
