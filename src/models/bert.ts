@@ -83,7 +83,7 @@ export class BertModel extends Model<BertConfig> {
     const ids = g.input("i32", [seqLen * batchSize], "input_ids");
     const types = g.input("i32", [seqLen * batchSize], "token_type_ids");
     const mask = attentionMaskInput(g, batchSize, seqLen, false);
-    const positions = positionsInput(g, seqLen);
+    const positions = positionsInput(g, batchSize, seqLen);
     const values: ForwardInputs["values"] = [
       [ids, (b) => b.inputIds],
       [types, (b) => b.tokenTypeIds ?? new Int32Array(b.inputIds.length)],
@@ -95,8 +95,8 @@ export class BertModel extends Model<BertConfig> {
 
     const words = g.add(g.getRows(this.param("bert.embeddings.word_embeddings.weight"), ids),
       g.getRows(this.param("bert.embeddings.token_type_embeddings.weight"), types));
-    const withPositions = g.add(g.reshape(words, [h, seqLen, batchSize]), g.getRows(this.param("bert.embeddings.position_embeddings.weight"), positions[0]));
-    let hidden = norm(g.reshape(withPositions, [h, seqLen * batchSize]), "bert.embeddings.LayerNorm");
+    const withPositions = g.add(words, g.getRows(this.param("bert.embeddings.position_embeddings.weight"), positions[0]));
+    let hidden = norm(withPositions, "bert.embeddings.LayerNorm");
     for (let i = 0; i < c.numLayers; i++) {
       const p = `bert.encoder.layer.${i}`;
       const heads = (name: string) => g.reshape(this.linear(g, `${p}.attention.self.${name}`, hidden), [headDim, c.numHeads, seqLen, batchSize]);

@@ -6,7 +6,7 @@ import type { Graph } from "../engine/graph.ts";
 import type { DType, Tensor } from "../engine/tensor.ts";
 import type { Gpt2Config } from "../io/hf-config.ts";
 import { attend, attentionMaskInput, positionsInput } from "./attention.ts";
-import { Model, type ForwardInputs, type ForwardResult, type ParameterSpec } from "./model.ts";
+import { Model, type CacheWindow, type ForwardInputs, type ForwardResult, type ParameterSpec } from "./model.ts";
 
 const ACTIVATIONS: Record<string, (g: Graph, x: Tensor) => Tensor> = {
   gelu_new: geluTanh,
@@ -70,20 +70,20 @@ export class Gpt2Model extends Model<Gpt2Config> {
     return isConv1d(module) ? [n1, n0] : [n0, n1];
   }
 
-  forward(g: Graph, batchSize: number, seqLen: number): ForwardResult {
+  forward(g: Graph, batchSize: number, seqLen: number, window?: CacheWindow): ForwardResult {
     const c = this.config;
-    if (seqLen > c.maxPositions) throw new Error(`sequence length ${seqLen} exceeds GPT-2's n_positions ${c.maxPositions}`);
+    const past = window?.past ?? 0;
+    if (past + seqLen > c.maxPositions) throw new Error(`sequence length ${past + seqLen} exceeds GPT-2's n_positions ${c.maxPositions}`);
     const ids = g.input("i32", [seqLen * batchSize], "input_ids");
-    const mask = attentionMaskInput(g, batchSize, seqLen, true);
-    const positions = positionsInput(g, seqLen);
+    const mask = attentionMaskInput(g, batchSize, seqLen, true, past);
+    const positions = positionsInput(g, batchSize, seqLen);
     const values: ForwardInputs["values"] = [[ids, (b) => b.inputIds], mask, positions];
     const h = c.hiddenSize;
     const headDim = h / c.numHeads;
     const act = ACTIVATIONS[c.activation];
     const norm = (x: Tensor, name: string) => layerNormAffine(g, x, this.param(`${name}.weight`), this.param(`${name}.bias`), c.layerNormEps);
 
-    const tokens = g.reshape(g.getRows(this.param("transformer.wte.weight"), ids), [h, seqLen, batchSize]);
-    let hidden = g.reshape(g.add(tokens, g.getRows(this.param("transformer.wpe.weight"), positions[0])), [h, seqLen * batchSize]);
+    let hidden = g.add(g.getRows(this.param("transformer.wte.weight"), ids), g.getRows(this.param("transformer.wpe.weight"), positions[0]));
     for (let i = 0; i < c.numLayers; i++) {
       const p = `transformer.h.${i}`;
       const qkv = this.linear(g, `${p}.attn.c_attn`, norm(hidden, `${p}.ln_1`));
@@ -91,7 +91,8 @@ export class Gpt2Model extends Model<Gpt2Config> {
       const part = (k: number) => g.view(qkv, [headDim, c.numHeads, seqLen, batchSize], [headDim * 4, rowBytes, rowBytes * seqLen], k * h * 4);
       let scale = c.scaleAttnWeights ? 1 / Math.sqrt(headDim) : 1;
       if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
-      const attn = attend(g, part(0), part(1), part(2), mask[0], scale);
+      const kv = window ? window.cache.append(g, i, part(1), part(2), past) : { k: part(1), v: part(2) };
+      const attn = attend(g, part(0), kv.k, kv.v, mask[0], scale);
       hidden = g.add(hidden, this.linear(g, `${p}.attn.c_proj`, attn));
       const inner = act(g, this.linear(g, `${p}.mlp.c_fc`, norm(hidden, `${p}.ln_2`)));
       hidden = g.add(hidden, this.linear(g, `${p}.mlp.c_proj`, inner));

@@ -5,7 +5,7 @@ import type { Graph } from "../engine/graph.ts";
 import type { DType, Tensor } from "../engine/tensor.ts";
 import type { LlamaFamilyConfig } from "../io/hf-config.ts";
 import { attend, attentionMaskInput, positionsInput } from "./attention.ts";
-import { Model, type ForwardInputs, type ForwardResult, type ParameterSpec } from "./model.ts";
+import { Model, type CacheWindow, type ForwardInputs, type ForwardResult, type ParameterSpec } from "./model.ts";
 import { Rope } from "./rope.ts";
 
 export class LlamaModel extends Model<LlamaFamilyConfig> {
@@ -46,11 +46,11 @@ export class LlamaModel extends Model<LlamaFamilyConfig> {
     return name.endsWith("rotary_emb.inv_freq") || (this.config.tieWordEmbeddings && name === "lm_head.weight");
   }
 
-  forward(g: Graph, batchSize: number, seqLen: number): ForwardResult {
+  forward(g: Graph, batchSize: number, seqLen: number, window?: CacheWindow): ForwardResult {
     const c = this.config;
     const ids = g.input("i32", [seqLen * batchSize], "input_ids");
-    const mask = attentionMaskInput(g, batchSize, seqLen, true);
-    const positions = positionsInput(g, seqLen);
+    const mask = attentionMaskInput(g, batchSize, seqLen, true, window?.past);
+    const positions = positionsInput(g, batchSize, seqLen);
     const values: ForwardInputs["values"] = [[ids, (b) => b.inputIds], mask, positions];
     const rotate = this.rope.bind(g, values);
 
@@ -63,7 +63,8 @@ export class LlamaModel extends Model<LlamaFamilyConfig> {
       const q = rotate(heads("q_proj", c.numHeads), positions[0]);
       const k = rotate(heads("k_proj", c.numKvHeads), positions[0]);
       const v = heads("v_proj", c.numKvHeads);
-      const attn = attend(g, q, k, v, mask[0], 1 / Math.sqrt(c.headDim));
+      const kv = window ? window.cache.append(g, i, k, v, window.past) : { k, v };
+      const attn = attend(g, q, kv.k, kv.v, mask[0], 1 / Math.sqrt(c.headDim));
       h = g.add(h, this.linear(g, `${p}.self_attn.o_proj`, attn));
       const y = norm(h, `${p}.post_attention_layernorm.weight`);
       const act = g.swiglu(this.linear(g, `${p}.mlp.gate_proj`, y), this.linear(g, `${p}.mlp.up_proj`, y));

@@ -4,6 +4,7 @@
 import type { Backend } from "../engine/backend.ts";
 import { crossEntropy, crossEntropyTargets } from "../engine/compose.ts";
 import { Graph } from "../engine/graph.ts";
+import type { KvCache } from "./kv-cache.ts";
 import { TensorStore } from "../engine/store.ts";
 import { fromTorchShape, GGML_TYPE, type DType, type HostArray, type Tensor } from "../engine/tensor.ts";
 import { seededNormal } from "../engine/random.ts";
@@ -34,6 +35,15 @@ export interface Batch {
   /** 1 for real tokens, 0 for padding; all ones when absent. */
   attentionMask?: Int32Array;
   tokenTypeIds?: Int32Array;
+  /** Position of each token, [batch, seq]; 0..seq-1 in every row when absent (no left padding). */
+  positions?: Int32Array;
+}
+
+/** Where a forward pass reads and appends keys and values when decoding with a KV cache. */
+export interface CacheWindow {
+  cache: KvCache;
+  /** Tokens already in the cache; the pass writes positions past .. past + seqLen - 1. */
+  past: number;
 }
 
 /** Graph inputs of a forward pass, filled from a Batch after the graph is allocated. */
@@ -78,8 +88,8 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
   /** Every tensor of the Hugging Face state dict this architecture reads, in order. */
   abstract parameterSpecs(): ParameterSpec[];
 
-  /** Builds logits for a batch of the given shape. */
-  abstract forward(g: Graph, batchSize: number, seqLen: number): ForwardResult;
+  /** Builds logits for a batch of the given shape (after `window.past` cached tokens when decoding). */
+  abstract forward(g: Graph, batchSize: number, seqLen: number, window?: CacheWindow): ForwardResult;
 
   /**
    * State-dict entries a checkpoint may carry that are not parameters (buffers such as

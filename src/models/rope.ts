@@ -5,7 +5,7 @@ import type { Tensor } from "../engine/tensor.ts";
 import type { LlamaFamilyConfig } from "../io/hf-config.ts";
 import type { ForwardInputs } from "./model.ts";
 
-/** Rotates x [headDim, heads, seq, batch] at i32 positions [seq] (HF rotate_half = NEOX mode). */
+/** Rotates x [headDim, heads, seq, batch] at i32 positions [seq * batch] (HF rotate_half = NEOX mode). */
 export type RotateFn = (x: Tensor, positions: Tensor) => Tensor;
 
 export class Rope {
@@ -51,7 +51,12 @@ export class Rope {
       freqFactors = g.input("f32", [factors.length], "rope freq factors");
       inputs.push([freqFactors, () => factors]);
     }
-    return (x, positions) => g.rope(x, positions, { ...this.options, freqBase: this.freqBase(x.ne[2]), freqFactors });
+    // ggml_rope takes one position per entry of dim 2, so the batch is folded into it.
+    return (x, positions) => {
+      const [dim, heads, seq, batch] = x.ne;
+      const rotated = g.rope(g.reshape(x, [dim, heads, seq * batch]), positions, { ...this.options, freqBase: this.freqBase(seq), freqFactors });
+      return g.reshape(rotated, x.ne);
+    };
   }
 
   /** transformers' dynamic NTK grows the base once a sequence outgrows the trained length. */
