@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { crossEntropy, crossEntropyTargets, geluErf, geluTanh, layerNorm } from "../src/engine/compose.ts";
+import { crossEntropy, crossEntropyTargets, geluErf, geluTanh, layerNorm, tanh } from "../src/engine/compose.ts";
 import { gradCheck } from "./support/gradcheck.ts";
 import { seededUniform } from "../src/engine/random.ts";
 import { testBackend } from "./support/backend.ts";
@@ -36,7 +36,7 @@ test("erf64 reference matches known values", () => {
   assert.ok(Math.abs(erf64(-1) + 0.8427007929497149) < 1e-15);
 });
 
-for (const [name, fn, ref] of [["geluTanh", geluTanh, geluTanh64], ["geluErf", geluErf, geluErf64]] as const) {
+for (const [name, fn, ref] of [["geluTanh", geluTanh, geluTanh64], ["geluErf", geluErf, geluErf64], ["tanh", tanh, Math.tanh]] as const) {
   test(`${name}: value and gradient match float64 finite differences over [-50, 50]`, async () => {
     const x = wideRange();
     const r = gradCheck(await testBackend(), {

@@ -20,6 +20,8 @@ export interface LoraConfig {
   bias: LoraBias;
   useRslora: boolean;
   useDora: boolean;
+  /** PEFT sets this for Conv1D layers (GPT-2), whose weights are stored [in, out]; LoRA's A and B keep their shapes. */
+  fanInFanOut: boolean;
   initLoraWeights: LoraInit;
   /** Per-module overrides of r and alpha, keyed by a name suffix or regex as in PEFT. */
   rankPattern: Record<string, number>;
@@ -34,7 +36,7 @@ export const ADAPTER_WEIGHTS = "adapter_model.safetensors";
 /** PEFT's defaults for what a user leaves out. */
 export function loraConfig(partial: Partial<LoraConfig> & Pick<LoraConfig, "targetModules">): LoraConfig {
   const config: LoraConfig = {
-    peftType: "LORA", r: 8, loraAlpha: 8, loraDropout: 0, bias: "none", useRslora: false, useDora: false,
+    peftType: "LORA", r: 8, loraAlpha: 8, loraDropout: 0, bias: "none", useRslora: false, useDora: false, fanInFanOut: false,
     initLoraWeights: true, rankPattern: {}, alphaPattern: {}, ...partial,
   };
   validate(config, "lora config");
@@ -84,6 +86,7 @@ export function readLoraConfig(dir: string): LoraConfig {
     bias: (raw.bias as LoraBias) ?? "none",
     useRslora: Boolean(raw.use_rslora),
     useDora: Boolean(raw.use_dora),
+    fanInFanOut: Boolean(raw.fan_in_fan_out),
     initLoraWeights: (raw.init_lora_weights as LoraInit) ?? true,
     rankPattern: (raw.rank_pattern as Record<string, number>) ?? {},
     alphaPattern: (raw.alpha_pattern as Record<string, number>) ?? {},
@@ -99,7 +102,7 @@ export function loraConfigJson(c: LoraConfig): Record<string, unknown> {
     alpha_pattern: c.alphaPattern,
     base_model_name_or_path: c.baseModelNameOrPath ?? null,
     bias: c.bias,
-    fan_in_fan_out: false,
+    fan_in_fan_out: c.fanInFanOut,
     inference_mode: true,
     init_lora_weights: c.initLoraWeights,
     layers_pattern: c.layersPattern ?? null,

@@ -7,14 +7,23 @@ import type { Tensor } from "./tensor.ts";
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
 /**
- * GELU, tanh approximation (GPT-2's gelu_new): x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3).
- * sigmoid(z) is written exp(-softplus(-z)): softplus is linear past 20, so neither the value nor
- * the gradient overflows for large |x| (the plain 1/(1+exp(-z)) gives NaN gradients past |x| ~ 40).
+ * sigmoid(z) as exp(-softplus(-z)): softplus is linear past 20, so neither the value nor the
+ * gradient overflows for large |z| (the plain 1/(1+exp(-z)) gives NaN gradients past |z| ~ 80).
  */
+export function sigmoid(g: Graph, z: Tensor): Tensor {
+  return g.exp(g.neg(g.softplus(g.neg(z))));
+}
+
+/** tanh(x) = 2 sigmoid(2x) - 1 (ggml's tanh has no backward; BERT's pooler needs one). */
+export function tanh(g: Graph, x: Tensor): Tensor {
+  return g.scaleBias(sigmoid(g, g.scale(x, 2)), 2, -1);
+}
+
+/** GELU, tanh approximation (GPT-2's gelu_new): x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3). */
 export function geluTanh(g: Graph, x: Tensor): Tensor {
   const cube = g.mul(g.sqr(x), x);
   const z = g.scale(g.add(x, g.scale(cube, 0.044715)), 2 * SQRT_2_OVER_PI);
-  return g.mul(x, g.exp(g.neg(g.softplus(g.neg(z)))));
+  return g.mul(x, sigmoid(g, z));
 }
 
 // Abramowitz & Stegun 7.1.26: erf(a) = 1 - poly(t) exp(-a^2), t = 1 / (1 + p a), a >= 0,

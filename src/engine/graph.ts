@@ -89,9 +89,14 @@ export class Graph {
     return t;
   }
 
-  /** Marks a tensor (a graph input or a store tensor) as a variable to differentiate. */
+  /**
+   * Marks a tensor (a graph input or a store tensor) as a variable to differentiate. ggml files a
+   * tensor as a parameter node or a constant leaf when it is first expanded, so this must come
+   * before output() or backward().
+   */
   param(t: Tensor): Tensor {
     if (t.dtype !== "f32") this.fail("param", "trainable tensors must be f32", t);
+    if (this.outputs.length) this.fail("param", "mark parameters before output() or backward() expand the graph", t);
     this.ggml.ggml_set_param(t.ptr);
     return t;
   }

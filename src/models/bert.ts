@@ -1,7 +1,7 @@
 // BERT encoder with BertForSequenceClassification's pooler and classifier: post-LayerNorm
 // blocks, learned absolute and token-type embeddings, erf GELU, padding mask.
 import type { Backend } from "../engine/backend.ts";
-import { geluErf, geluTanh, layerNormAffine } from "../engine/compose.ts";
+import { geluErf, geluTanh, layerNormAffine, tanh } from "../engine/compose.ts";
 import type { Graph } from "../engine/graph.ts";
 import { seededNormal } from "../engine/random.ts";
 import type { DType, Tensor } from "../engine/tensor.ts";
@@ -107,7 +107,7 @@ export class BertModel extends Model<BertConfig> {
     }
     // The pooler reads each sequence's first ([CLS]) token.
     const first = g.cont(g.view(hidden, [h, batchSize], [hidden.nb[1] * seqLen, 0, 0], 0));
-    const pooled = g.tanh(this.linear(g, "bert.pooler.dense", first));
+    const pooled = tanh(g, this.linear(g, "bert.pooler.dense", first));
     return { logits: this.linear(g, "classifier", pooled), inputs: { values } };
   }
 }

@@ -88,7 +88,9 @@ export class Gpt2Model extends Model<Gpt2Config> {
       const p = `transformer.h.${i}`;
       const qkv = this.linear(g, `${p}.attn.c_attn`, norm(hidden, `${p}.ln_1`));
       const rowBytes = qkv.nb[1];
-      const part = (k: number) => g.view(qkv, [headDim, c.numHeads, seqLen, batchSize], [headDim * 4, rowBytes, rowBytes * seqLen], k * h * 4);
+      // ggml's backward of a view (ACC) needs a contiguous incoming gradient; reshape's backward
+      // makes it so, while a permuted gradient would reach the view directly.
+      const part = (k: number) => g.reshape(g.cont(g.view(qkv, [headDim, c.numHeads, seqLen, batchSize], [headDim * 4, rowBytes, rowBytes * seqLen], k * h * 4)), [headDim, c.numHeads, seqLen, batchSize]);
       let scale = c.scaleAttnWeights ? 1 / Math.sqrt(headDim) : 1;
       if (c.scaleAttnByInverseLayerIdx) scale /= i + 1;
       const kv = window ? window.cache.append(g, i, part(1), part(2), past) : { k: part(1), v: part(2) };

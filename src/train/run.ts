@@ -62,7 +62,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
     r: config.lora.r, loraAlpha: config.lora.alpha, loraDropout: config.lora.dropout, targetModules: config.lora.target_modules,
     useRslora: config.lora.use_rslora, useDora: config.method === "dora", layersToTransform: config.lora.layers_to_transform,
     initLoraWeights: config.lora.init_lora_weights, modulesToSave: config.lora.modules_to_save, bias: config.lora.bias, taskType: model.kind === "causal-lm" ? "CAUSAL_LM" : "SEQ_CLS",
-    baseModelNameOrPath: config.model,
+    baseModelNameOrPath: config.model, fanInFanOut: model.config.family === "gpt2",
   }), { seed: t.seed });
   const params: NamedParam[] = adapter
     ? adapter.stateDict.map(([name, tensor]) => ({ name, tensor }))
