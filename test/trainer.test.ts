@@ -87,3 +87,30 @@ test("learning-rate schedules follow transformers' warmup and decay", () => {
   assert.ok(Math.abs(learningRate("cosine", 1, 60, 10, 110) - 0.5) < 1e-12);
   assert.equal(learningRate("constant", 2, 50, 10, 110), 2);
 });
+
+test("GPT-2 LoRA (Conv1D) and BERT classification train: loss falls", async () => {
+  for (const name of ["gpt2-tiny", "bert-tiny"]) {
+    const model = loadModel(await testBackend(), path.join(FIXTURES, name));
+    const classify = model.kind === "sequence-classification";
+    const adapter = new LoraAdapter(model, loraConfig({
+      r: 4, loraAlpha: 8, targetModules: classify ? ["query", "value"] : ["c_attn", "c_fc"], modulesToSave: classify ? ["classifier"] : undefined,
+    }), { seed: 1 });
+    // BERT's label is whether the first token is even, a rule its first position can read.
+    const data: BatchSource = classify ? {
+      batchAt(i) {
+        const r = seededUniform(500 + i);
+        const ids = Int32Array.from({ length: B * S }, () => 10 + Math.floor(r() * 50));
+        const labels = Int32Array.from({ length: B }, (_, b) => ids[b * S] % 2);
+        return { batch: { batchSize: B, seqLen: S, inputIds: ids }, labels, tokens: B };
+      },
+    } : copyTask;
+    const trainer = new Trainer(model, adapter.stateDict.map(([name, tensor]) => ({ name, tensor })), { ...OPTIONS, steps: 30, gradAccum: 1, lr: 2e-2 }, adapter);
+    const losses: number[] = [];
+    trainer.run(data, undefined, [], { onStep: (r) => losses.push(r.loss) });
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    assert.ok(mean(losses.slice(-5)) < mean(losses.slice(0, 5)) - 0.1, `${name}: ${losses.map((l) => l.toFixed(3)).join(" ")}`);
+    trainer.free();
+    adapter.free();
+    model.free();
+  }
+});
