@@ -494,3 +494,18 @@ function describe(value: unknown): string {
   if (typeof value === "object") return "an object";
   return `${typeof value} ${String(value)}`;
 }
+
+/** Per-frequency divisors equivalent to transformers' _compute_llama3_parameters. */
+export function llama3FreqFactors(dim: number, theta: number, s: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }): Float32Array {
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  return Float32Array.from({ length: dim / 2 }, (_, i) => {
+    const invFreq = 1 / theta ** ((2 * i) / dim);
+    const wavelen = (2 * Math.PI) / invFreq;
+    if (wavelen < highWavelen) return 1;
+    if (wavelen > lowWavelen) return s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    const scaled = (1 - smooth) * (invFreq / s.factor) + smooth * invFreq;
+    return invFreq / scaled;
+  });
+}

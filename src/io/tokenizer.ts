@@ -78,7 +78,26 @@ export class Tokenizer {
     const configFile = join(dir, "tokenizer_config.json");
     const tokenizerJson = readJsonObject(tokenizerFile);
     const config = existsSync(configFile) ? readJsonObject(configFile) : {};
+    return Tokenizer.build(tokenizerJson, config, tokenizerFile, configFile, findChatTemplate(dir, config, configFile));
+  }
 
+  /**
+   * A tokenizer from the parsed contents of tokenizer.json and tokenizer_config.json (a chat
+   * template only from its chat_template field), e.g. one rebuilt from GGUF metadata; `source`
+   * names where they came from in errors.
+   */
+  static fromJson(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, source = "tokenizer.json"): Tokenizer {
+    const template = typeof config.chat_template === "string" ? { text: config.chat_template, file: source } : undefined;
+    return Tokenizer.build(tokenizerJson, config, source, source, template);
+  }
+
+  private static build(
+    tokenizerJson: Record<string, unknown>,
+    config: Record<string, unknown>,
+    tokenizerFile: string,
+    configFile: string,
+    chatTemplate: ChatTemplateSource | undefined,
+  ): Tokenizer {
     let inner: HfTokenizerApi;
     try {
       inner = new HfTokenizer(tokenizerJson, config);
@@ -114,7 +133,7 @@ export class Tokenizer {
       idOf("eos_token"),
       idOf("pad_token"),
       templateSpecialTokens,
-      findChatTemplate(dir, config, configFile),
+      chatTemplate,
       configFile,
       cleanUpTokenizationSpaces,
     );

@@ -4,6 +4,7 @@ import type { DType } from "../engine/tensor.ts";
 import { loadConfig, type ModelConfig } from "../io/hf-config.ts";
 import { openCheckpoint } from "../io/safetensors.ts";
 import { BertModel } from "./bert.ts";
+import { isGgufPath, loadGgufModel } from "./gguf-loader.ts";
 import { Gpt2Model } from "./gpt2.ts";
 import { LlamaModel } from "./llama.ts";
 import type { Model } from "./model.ts";
@@ -19,8 +20,12 @@ export function createModel(backend: Backend, config: ModelConfig, weightDtype: 
   }
 }
 
-/** Loads config.json and the safetensors weights (single file or sharded) of a checkpoint folder. */
+/**
+ * Loads config.json and the safetensors weights (single file or sharded) of a checkpoint folder,
+ * or a llama.cpp model file when `dir` ends in .gguf (see gguf-loader.ts).
+ */
 export function loadModel(backend: Backend, dir: string, options: { weightDtype?: DType } = {}): Model {
+  if (isGgufPath(dir)) return loadGgufModel(backend, dir, options);
   const config = loadConfig(dir);
   const model = createModel(backend, config, options.weightDtype);
   const checkpoint = openCheckpoint(dir);

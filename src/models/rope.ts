@@ -2,7 +2,7 @@
 // default, linear, dynamic NTK, YaRN and Llama 3 scaling.
 import type { Graph, RopeOptions } from "../engine/graph.ts";
 import type { Tensor } from "../engine/tensor.ts";
-import type { LlamaFamilyConfig } from "../io/hf-config.ts";
+import { llama3FreqFactors, type LlamaFamilyConfig } from "../io/hf-config.ts";
 import type { ForwardInputs } from "./model.ts";
 
 /** Rotates x [headDim, heads, seq, batch] at i32 positions [seq * batch] (HF rotate_half = NEOX mode). */
@@ -66,19 +66,4 @@ export class Rope {
     if (f === undefined || seq <= maxPositionEmbeddings) return this.options.freqBase;
     return ropeTheta * ((f * seq) / maxPositionEmbeddings - (f - 1)) ** (headDim / (headDim - 2));
   }
-}
-
-/** Per-frequency divisors equivalent to transformers' _compute_llama3_parameters. */
-export function llama3FreqFactors(dim: number, theta: number, s: { factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }): Float32Array {
-  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
-  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
-  return Float32Array.from({ length: dim / 2 }, (_, i) => {
-    const invFreq = 1 / theta ** ((2 * i) / dim);
-    const wavelen = (2 * Math.PI) / invFreq;
-    if (wavelen < highWavelen) return 1;
-    if (wavelen > lowWavelen) return s.factor;
-    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
-    const scaled = (1 - smooth) * (invFreq / s.factor) + smooth * invFreq;
-    return invFreq / scaled;
-  });
 }

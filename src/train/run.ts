@@ -14,7 +14,8 @@ import { LogLikelihoodScorer, multipleChoiceAccuracy, type MultipleChoiceItem } 
 import { FormatError } from "../io/errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { ShardedSafetensorsWriter } from "../io/safetensors.ts";
-import { Tokenizer } from "../io/tokenizer.ts";
+import type { Tokenizer } from "../io/tokenizer.ts";
+import { loadTokenizerFor } from "../models/gguf-loader.ts";
 import { loadModel } from "../models/index.ts";
 import type { Model } from "../models/model.ts";
 import { METRICS_FILE, MetricsLog, readMetrics, TrainingProgress, writeReport, type ReportTable } from "../report/index.ts";
@@ -47,7 +48,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
   const say = (message: string) => progress.log(message);
 
   const backend = await Backend.open({ device: config.device, threads: config.threads });
-  const tokenizer = Tokenizer.load(config.model);
+  const tokenizer = loadTokenizerFor(config.model, backend);
   const model = loadModel(backend, config.model, { weightDtype: config.method === "full" ? "f32" : config.base_dtype });
   const t = config.train;
   const dataset = loadDataset(config.data.train, tokenizer, {
