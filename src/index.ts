@@ -18,3 +18,32 @@ export {
   type ParameterDef, type Params, type ParameterSetting, type MergeProgress, type ModelMergeOptions, type ModelMergeResult,
   type AdapterMergeOptions, type AdapterMergeResult, type TensorInput, type TensorMergeJob, type TensorSource, type SvdResult,
 } from "./merge/index.ts";
+export {
+  exportModel, exportModelGguf, exportLoraGguf, readLoraGguf, exportSafetensors, exportPeft, hfConfigJson, openAdapter, modelWeights,
+  hfTokenizerMetadata, ggufTokenizerMetadata, readTokenizerSource, tensorDtype, EXPORT_TARGETS, GGUF_MODEL_DTYPES, GGUF_LORA_DTYPES, SAFETENSORS_DTYPES,
+  type ExportOptions, type ExportResult, type ExportTarget, type GgufModelDtype, type GgufModelExport, type GgufExportResult, type GgufLoraDtype,
+  type GgufLoraExport, type SafetensorsExport, type SafetensorsExportDtype,
+} from "./export/index.ts";
+export { GgufWeights, openGgufWeights, loadGgufModel, loadGgufTokenizer, loadTokenizerFor, isGgufPath } from "./models/gguf-loader.ts";
+export {
+  tensorMappings, ggufArchFor, configFromGguf, tokenizerMetadata, tokenizerJsonFromGguf, detectPreTokenizer, permuteRows, toGgufLayout, fromGgufLayout,
+  type TensorMapping, type TensorLayout, type GgufArch, type TokenizerSource,
+} from "./io/gguf-names.ts";
+export {
+  evaluateTasks, evaluateCheckpoint, formatResultsTable, generationMetric, isAdapterDir, modelMaxLength,
+  type EvalOptions, type EvalResults, type TaskResult, type MetricValue, type Sample,
+} from "./eval/run.ts";
+export {
+  compareResults, evaluateForgetting, forgettingTables, forgettingSummary, formatForgettingTable, writeForgettingReport,
+  type ForgettingReport, type ForgettingRow, type ForgettingRun,
+} from "./eval/forgetting.ts";
+export { loadTask, parseTask, resolveTasks, builtinTaskNames, taskSchema, BUILTIN_TASK_DIR, type TaskConfig, type TaskYaml, type MetricSpec } from "./eval/tasks/config.ts";
+export { loadDocuments, type TaskDocument } from "./eval/tasks/documents.ts";
+export { promptParts, renderPrompt, type PromptParts } from "./eval/tasks/prompts.ts";
+export { FewShotSampler } from "./eval/fewshot.ts";
+export { RowTemplate } from "./eval/template.ts";
+export {
+  NORMALIZERS, NORMALIZER_NAMES, normalize, exactMatch, tokenF1, rougeL, lcsLength, compileExtractor, lastNumber, EXTRACTION_PRESETS,
+  GSM8K_ANSWER, INVALID_ANSWER, multipleChoiceScores, meanWithStderr, perplexity, bitsPerByte, METRICS_BY_OUTPUT_TYPE, METRIC_NAMES,
+  type NormalizerName, type ExtractionSpec, type Extractor, type Aggregate, type OutputType, type MetricName,
+} from "./eval/metrics.ts";

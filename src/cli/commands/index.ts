@@ -1,5 +1,7 @@
 import { demoCommand } from "./demo.ts";
 import { devicesCommand } from "./devices.ts";
+import { evalCommand } from "./eval.ts";
+import { exportCommand } from "./export.ts";
 import { forwardCommand } from "./forward.ts";
 import { inspectCommand } from "./inspect.ts";
 import { mergeCommand } from "./merge.ts";
@@ -16,8 +18,10 @@ export interface Command {
 export const COMMANDS: Record<string, Command> = {
   demo: demoCommand,
   train: trainCommand,
+  eval: evalCommand,
   forward: forwardCommand,
   merge: mergeCommand,
+  export: exportCommand,
   inspect: inspectCommand,
   devices: devicesCommand,
 };
