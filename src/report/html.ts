@@ -41,7 +41,10 @@ const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777
 // Name parts that mark a metric where smaller is better; anything else (accuracy, f1, bleu) is better when larger.
 const LOWER_IS_BETTER = new Set(["loss", "perplexity", "ppl", "error", "err", "wer", "cer", "mse", "mae", "rmse"]);
 
-/** Renders a self-contained training report: no network access is needed to view it. */
+/**
+ * Renders a self-contained report, no network access needed to view it: a training run's summary
+ * and charts when it has metrics, and any tables (an evaluation comparison has only those).
+ */
 export function renderReport(input: ReportInput): string {
   const metrics = [...input.metrics].sort((a, b) => a.step - b.step);
   const charts = chartSpecs(metrics);
@@ -72,11 +75,10 @@ export function renderReport(input: ReportInput): string {
 </head>
 <body>
 <main>
-<header><h1>${title}</h1><p class="subtitle">tasktune training report · ${metrics.length} metric records</p></header>
-<section class="summary">${summary}</section>
+<header><h1>${title}</h1><p class="subtitle">tasktune ${metrics.length ? `training report · ${metrics.length} metric records` : "report"}</p></header>
+${metrics.length ? `<section class="summary">${summary}</section>` : ""}
 ${notes}
-<h2>Charts</h2>
-${chartCards}
+${metrics.length || !tables ? `<h2>Charts</h2>\n${chartCards}` : ""}
 ${tables ? `<h2>Tables</h2>\n${tables}` : ""}
 <h2>Configuration</h2>
 <section class="card"><pre class="config">${config}</pre></section>
