@@ -40,3 +40,14 @@ export async function openBackend(values: { device?: string; threads?: string })
   if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new Error(`--threads must be a positive integer, got "${values.threads}"`);
   return Backend.open({ device, threads });
 }
+
+/** 5GB, 500MB, 2GiB or a byte count. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(text.trim());
+  if (!m) throw new Error(`--max-shard-size must look like 5GB, 500MB or a byte count, got "${text}"`);
+  const unit = (m[2] ?? "B").toLowerCase();
+  const factor: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+  const bytes = Math.floor(Number(m[1]) * factor[unit]!);
+  if (bytes < 1) throw new Error(`--max-shard-size must be at least 1 byte, got "${text}"`);
+  return bytes;
+}

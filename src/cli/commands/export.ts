@@ -1,5 +1,5 @@
 import { EXPORT_TARGETS, exportModel, type ExportTarget } from "../../export/index.ts";
-import { DEVICE_OPTIONS, DEVICE_USAGE, openBackend, parseCommand, requireOption } from "../options.ts";
+import { DEVICE_OPTIONS, DEVICE_USAGE, openBackend, parseCommand, requireOption, parseSize } from "../options.ts";
 import type { Command } from "./index.ts";
 
 const USAGE = `Usage: tasktune export --model <dir|file.gguf> [--adapter <dir|file.gguf>] --to gguf|safetensors|peft --out <path> [--dtype TYPE]
@@ -52,14 +52,3 @@ export const exportCommand: Command = {
     }
   },
 };
-
-/** 5GB, 500MB, 2GiB or a byte count. */
-function parseSize(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?$/i.exec(text.trim());
-  if (!m) throw new Error(`--max-shard-size must look like 5GB, 500MB or a byte count, got "${text}"`);
-  const unit = (m[2] ?? "B").toLowerCase();
-  const factor: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
-  const bytes = Math.floor(Number(m[1]) * factor[unit]!);
-  if (bytes < 1) throw new Error(`--max-shard-size must be at least 1 byte, got "${text}"`);
-  return bytes;
-}
