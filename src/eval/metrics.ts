@@ -238,6 +238,8 @@ export const METRICS_BY_OUTPUT_TYPE = {
   multiple_choice: ["acc", "acc_norm"],
   generate_until: ["exact_match", "f1", "rouge_l"],
   loglikelihood: ["loglikelihood", "perplexity", "bits_per_byte"],
+  /** A sequence-classification model's own head (BERT): the argmax label against the gold one. */
+  classification: ["acc"],
 } as const;
 
 export type OutputType = keyof typeof METRICS_BY_OUTPUT_TYPE;

@@ -98,7 +98,10 @@ export function modelMaxLength(model: Model): number {
 
 /** Evaluates a loaded model (with whatever adapter is attached) on tasks. */
 export function evaluateTasks(model: Model, tokenizer: Tokenizer, tasks: readonly TaskConfig[], options: EvalOptions = {}): TaskResult[] {
-  if (model.kind !== "causal-lm") throw new Error(`task evaluation needs a causal LM, not ${model.config.modelType} ${model.kind}`);
+  for (const task of tasks) {
+    const needs = task.outputType === "classification" ? "sequence-classification" : "causal-lm";
+    if (model.kind !== needs) throw new Error(`task ${task.task} (${task.outputType}) needs a ${needs} model, not ${model.config.modelType} ${model.kind}`);
+  }
   const maxLength = Math.min(options.maxLength ?? Infinity, modelMaxLength(model));
   const scoring = new ScoringPool(model, options.batchSize ?? DEFAULT_BATCH, maxLength);
   let generator: Generator | undefined;
@@ -109,7 +112,9 @@ export function evaluateTasks(model: Model, tokenizer: Tokenizer, tasks: readonl
       log(`${task.task}: ${context.docs.length} items, ${context.k}-shot (${task.outputType})`);
       const started = performance.now();
       let result: TaskResult;
-      if (task.outputType === "generate_until") {
+      if (task.outputType === "classification") {
+        result = runClassification(task, context, tokenizer, model, maxLength, options);
+      } else if (task.outputType === "generate_until") {
         generator ??= new Generator(model, tokenizer, { batchSize: options.batchSize ?? DEFAULT_BATCH, maxLength });
         result = runGeneration(task, context, tokenizer, generator, maxLength, options);
       } else {
@@ -175,6 +180,43 @@ function fitPrompt(parts: PromptParts, tokenizer: Tokenizer, fits: (tokens: numb
     const ids = tokenizer.encode(text);
     if (shots === 0 || fits(ids.length)) return { text, ids, shots };
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// classification (an encoder's head)
+
+function runClassification(task: TaskConfig, prepared: PreparedTask, tokenizer: Tokenizer, model: Model, maxLength: number, options: EvalOptions): TaskResult {
+  const { docs } = prepared;
+  const batchSize = options.batchSize ?? DEFAULT_BATCH;
+  const correct: number[] = [];
+  const samples: Sample[] = [];
+  let truncated = 0;
+  for (let start = 0; start < docs.length; start += batchSize) {
+    const chunk = docs.slice(start, start + batchSize);
+    const encoded = chunk.map((doc) => {
+      const ids = tokenizer.encode(doc.prompt);
+      if (ids.length > maxLength) truncated++;
+      return ids.slice(0, maxLength);
+    });
+    const seqLen = Math.max(1, ...encoded.map((ids) => ids.length));
+    const inputIds = new Int32Array(chunk.length * seqLen).fill(tokenizer.padId ?? 0);
+    const attentionMask = new Int32Array(chunk.length * seqLen);
+    encoded.forEach((ids, b) => ids.forEach((id, t) => {
+      inputIds[b * seqLen + t] = id;
+      attentionMask[b * seqLen + t] = 1;
+    }));
+    const { logits, logitsShape } = model.run({ batchSize: chunk.length, seqLen, inputIds, attentionMask });
+    const labels = logitsShape[logitsShape.length - 1];
+    chunk.forEach((doc, b) => {
+      const row = Array.from(logits.subarray(b * labels, (b + 1) * labels));
+      const prediction = row.indexOf(Math.max(...row));
+      correct.push(prediction === doc.gold ? 1 : 0);
+      if (options.logSamples) samples.push({ index: doc.index, line: doc.line, prompt: doc.prompt, references: doc.references, choices: doc.choices, prediction, scores: { acc: correct.at(-1)! } });
+    });
+  }
+  const { value, stderr } = meanWithStderr(correct);
+  const metrics = Object.fromEntries(task.metrics.map((m) => [m.label, { value, stderr, higherIsBetter: true }]));
+  return { ...baseResult(task, prepared), metrics, fewshotReduced: 0, meanShots: 0, truncated, ...(options.logSamples ? { samples } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------

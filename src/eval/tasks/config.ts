@@ -133,8 +133,10 @@ export function parseTask(raw: unknown, file = "(inline task)", baseDir = proces
     throw new FormatError(file, `${key}: ${message}`);
   };
   const allowed: readonly string[] = METRICS_BY_OUTPUT_TYPE[t.output_type];
-  if (t.output_type === "multiple_choice" && t.choices === undefined) fail("choices", `required for output_type multiple_choice`);
-  if (t.output_type !== "multiple_choice" && t.choices !== undefined) fail("choices", `only for output_type multiple_choice, not ${t.output_type}`);
+  const labelled = t.output_type === "multiple_choice" || t.output_type === "classification";
+  if (labelled && t.choices === undefined) fail("choices", `required for output_type ${t.output_type} (the answers, or a classifier's labels in order)`);
+  if (!labelled && t.choices !== undefined) fail("choices", `only for output_type multiple_choice or classification, not ${t.output_type}`);
+  if (t.output_type === "classification" && (t.fewshot?.k ?? 0) > 0) fail("fewshot", "a classification head takes no demonstrations (k must be 0)");
   if (t.output_type !== "generate_until" && t.generation !== undefined) fail("generation", `only for output_type generate_until, not ${t.output_type}`);
 
   const metrics: MetricSpec[] = (t.metrics ?? allowed.map((name) => name as MetricName)).map((m, i) => {

@@ -54,7 +54,7 @@ class TaskAccessors {
     const target = value(this.target, "target");
     const base = { index, line: row.line, key: JSON.stringify(row.values), prompt };
 
-    if (this.task.outputType === "multiple_choice") {
+    if (this.task.outputType === "multiple_choice" || this.task.outputType === "classification") {
       const choices = this.choiceList(value, fail);
       const gold = goldIndex(target, choices);
       if (gold === undefined) fail("target", `${JSON.stringify(target)} is neither one of the choices ${JSON.stringify(choices)} nor an index into them`);
