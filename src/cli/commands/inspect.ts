@@ -22,7 +22,7 @@ interface Report {
 }
 
 export const inspectCommand: Command = {
-  summary: "describe a checkpoint, adapter or safetensors file",
+  summary: "describe a checkpoint, adapter, safetensors or GGUF file",
   usage: USAGE,
   // GGUF headers are read through ggml's gguf API.
   native: true,
