@@ -106,7 +106,7 @@ export class Generator {
   private step(tokens: number[][], past: number, keyMask: number[][], padding: number[]): Float32Array[] {
     const B = this.batchSize;
     const n = tokens[0].length;
-    const g = new Graph(this.model.backend, { maxNodes: 48 * this.model.parameterNames.length + 4096 });
+    const g = new Graph(this.model.backend, { maxNodes: this.model.graphNodes });
     try {
       const { logits, inputs } = this.model.forward(g, B, n, { cache: this.cache, past });
       g.output(logits);

@@ -19,7 +19,7 @@ export class LogLikelihoodScorer {
 
   constructor(readonly model: Model, readonly batchSize: number, readonly seqLen: number) {
     if (model.kind !== "causal-lm") throw new Error(`log-likelihood scoring needs a causal LM, not ${model.config.modelType} ${model.kind}`);
-    this.graph = new Graph(model.backend, { maxNodes: 48 * model.parameterNames.length + 4096 });
+    this.graph = new Graph(model.backend, { maxNodes: model.graphNodes });
     const { logits, inputs } = model.forward(this.graph, batchSize, seqLen);
     this.inputs = inputs.values;
     this.indices = this.graph.input("i32", [batchSize * seqLen], "target indices");

@@ -131,6 +131,14 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
     return [...this.params.keys()];
   }
 
+  /**
+   * Node capacity for a graph over this model: forward, loss and backward stay within a few dozen
+   * nodes per parameter tensor, plus a constant for inputs and the loss.
+   */
+  get graphNodes(): number {
+    return 48 * this.params.size + 4096;
+  }
+
   get parameterCount(): number {
     let n = 0;
     for (const t of this.params.values()) n += t.elements;
@@ -256,7 +264,7 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
   /** One forward pass over a batch (and the Hugging Face loss when labels are given). */
   run(batch: Batch, labels?: Int32Array): { logits: Float32Array; logitsShape: number[]; loss?: number } {
     checkBatch(batch, this.config.vocabSize);
-    const g = new Graph(this.backend, { maxNodes: 64 * this.parameterNames.length + 1024 });
+    const g = new Graph(this.backend, { maxNodes: this.graphNodes });
     try {
       const { logits, inputs } = this.forward(g, batch.batchSize, batch.seqLen);
       g.output(logits);

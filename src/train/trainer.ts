@@ -91,7 +91,7 @@ export class Trainer {
 
   private build(training: boolean) {
     const { model, options } = this;
-    const graph = new Graph(model.backend, { grads: training, maxNodes: 48 * model.parameterNames.length + 4096 });
+    const graph = new Graph(model.backend, { grads: training, maxNodes: model.graphNodes });
     const { logits, inputs } = model.forward(graph, options.batchSize, options.seqLen);
     const { loss, targets } = model.buildLoss(graph, logits, options.batchSize, options.seqLen);
     graph.output(loss);
