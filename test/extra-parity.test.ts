@@ -5,12 +5,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { loadAdapter } from "../src/adapters/peft-io.ts";
-import { Graph } from "../src/engine/graph.ts";
 import { loadConfig, parseConfig } from "../src/io/hf-config.ts";
 import { openCheckpoint, openSafetensors } from "../src/io/safetensors.ts";
 import { createModel, loadModel } from "../src/models/index.ts";
 import { testBackend } from "./support/backend.ts";
-import { FIXTURES, referenceBatch } from "./support/fixtures.ts";
+import { adapterGradients, FIXTURES, peftGradientKey, referenceBatch } from "./support/fixtures.ts";
 import { maxRelError } from "./support/gradcheck.ts";
 
 const EXTRA = path.join(import.meta.dirname, "fixtures", "extra");
@@ -57,28 +56,16 @@ for (const [name, base] of [["gpt2-lora", "gpt2-tiny"], ["bert-lora", "bert-tiny
     const adapter = loadAdapter(model, path.join(EXTRA, name));
     const refFile = openSafetensors(path.join(EXTRA, name, "reference.safetensors"));
     const { batch, labels } = referenceBatch(path.join(FIXTURES, base));
-    const g = new Graph(model.backend, { grads: true, maxNodes: 16384 });
     try {
-      const { logits, inputs } = model.forward(g, batch.batchSize, batch.seqLen);
-      const { loss, targets } = model.buildLoss(g, logits, batch.batchSize, batch.seqLen);
-      for (const t of adapter.trainable) g.param(t);
-      g.output(logits);
-      g.backward(loss);
-      const grads = adapter.stateDict.map(([key, t]) => [key, g.grad(t)] as const);
-      g.allocate();
-      for (const [t, fill] of inputs.values) t.setAll(fill(batch));
-      for (const [t, fill] of targets) t.setAll(fill(labels));
-      g.compute();
-      assert.ok(scaled(logits.getF32(), refFile.readF32("logits")) < 1e-4, "logits");
-      assert.ok(Math.abs(loss.getF32()[0] - refFile.readF32("loss")[0]) < 1e-5, "loss");
-      assert.equal(grads.length, [...refFile.tensors.keys()].filter((k) => k.startsWith("grad/")).length);
-      for (const [key, grad] of grads) {
-        const refKey = `grad/${key.replace(/\.(lora_[AB])\.weight$/, ".$1.default.weight").replaceAll(".", "/")}`;
-        const err = scaled(grad.getF32(), refFile.readF32(refKey));
+      const out = adapterGradients(model, adapter, batch, labels);
+      assert.ok(scaled(out.logits, refFile.readF32("logits")) < 1e-4, "logits");
+      assert.ok(Math.abs(out.loss - refFile.readF32("loss")[0]) < 1e-5, "loss");
+      assert.equal(out.grads.length, [...refFile.tensors.keys()].filter((k) => k.startsWith("grad/")).length);
+      for (const [key, grad] of out.grads) {
+        const err = scaled(grad, refFile.readF32(peftGradientKey(key)));
         assert.ok(err < 1e-4, `${key}: gradient error ${err}`);
       }
     } finally {
-      g.free();
       refFile.close();
       adapter.free();
       model.free();

@@ -9,7 +9,6 @@ import os from "node:os";
 import path from "node:path";
 import { LoraAdapter } from "../src/adapters/lora.ts";
 import { loraConfig } from "../src/adapters/peft-config.ts";
-import { seededUniform } from "../src/engine/random.ts";
 import { exportModel } from "../src/export/index.ts";
 import { openGguf } from "../src/io/gguf.ts";
 import { configFromGguf, permuteRows } from "../src/io/gguf-names.ts";
@@ -17,9 +16,10 @@ import { loadConfig } from "../src/io/hf-config.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { loadGgufTokenizer, loadTokenizerFor, openGgufWeights } from "../src/models/gguf-loader.ts";
 import { loadModel } from "../src/models/index.ts";
-import { Trainer, TRAIN_DEFAULTS, type BatchSource } from "../src/train/trainer.ts";
+import { Trainer, TRAIN_DEFAULTS } from "../src/train/trainer.ts";
 import { testBackend } from "./support/backend.ts";
 import { FIXTURES, referenceBatch } from "./support/fixtures.ts";
+import { copyTask } from "./support/tasks.ts";
 import { maxRelError } from "./support/gradcheck.ts";
 
 const GGUF_FIXTURES = path.join(import.meta.dirname, "fixtures", "gguf");
@@ -139,14 +139,8 @@ test("a GGUF model trains: a LoRA run on the converted file gives the Hugging Fa
   const backend = await testBackend();
   const B = 2;
   const S = 16;
-  const copyTask: BatchSource = {
-    batchAt(i) {
-      const r = seededUniform(1000 + i);
-      const ids = new Int32Array(B * S);
-      for (let b = 0; b < B; b++) for (let t = 0; t < S / 2; t++) ids[b * S + t] = ids[b * S + S / 2 + t] = 10 + Math.floor(r() * 50);
-      return { batch: { batchSize: B, seqLen: S, inputIds: ids }, labels: ids, tokens: B * S };
-    },
-  };
+  const data = copyTask(B, S);
+
   const run = (source: string) => {
     const model = loadModel(backend, source);
     const adapter = new LoraAdapter(model, loraConfig({ r: 4, loraAlpha: 8, targetModules: ["q_proj", "v_proj", "down_proj"] }), { seed: 3 });
@@ -154,7 +148,7 @@ test("a GGUF model trains: a LoRA run on the converted file gives the Hugging Fa
       { ...TRAIN_DEFAULTS, steps: 8, batchSize: B, seqLen: S, lr: 1e-2, warmup: 2 }, adapter);
     const losses: number[] = [];
     try {
-      trainer.run(copyTask, undefined, [], { onStep: (r) => losses.push(r.loss) });
+      trainer.run(data, undefined, [], { onStep: (r) => losses.push(r.loss) });
     } finally {
       trainer.free();
       adapter.free();

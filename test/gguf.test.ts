@@ -1,7 +1,6 @@
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, readdirSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { seededNormal, seededUniform } from "../src/engine/random.ts";
 import { fromFloat32, toFloat32 } from "../src/io/dtype.ts";
@@ -10,16 +9,9 @@ import {
   ggufArchitecture, openGguf, quantize, writeGguf, type GgufContents, type GgufTensorData, type GgufValue,
 } from "../src/io/gguf.ts";
 import { testBackend } from "./support/backend.ts";
+import { tempDirs } from "./support/tmp.ts";
 
-const root = mkdtempSync(join(tmpdir(), "tasktune-gguf-"));
-after(() => rmSync(root, { recursive: true, force: true }));
-
-let dirCount = 0;
-function freshDir(): string {
-  const dir = join(root, `case-${++dirCount}`);
-  mkdirSync(dir);
-  return dir;
-}
+const freshDir = tempDirs("tasktune-gguf");
 
 const backend = await testBackend();
 const { ggml } = backend;

@@ -3,13 +3,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { Graph } from "../src/engine/graph.ts";
 import { loadAdapter } from "../src/adapters/peft-io.ts";
 import { openSafetensors } from "../src/io/safetensors.ts";
 import { loadModel } from "../src/models/index.ts";
 import { testBackend } from "./support/backend.ts";
 import { maxRelError } from "./support/gradcheck.ts";
-import { FIXTURES, referenceBatch } from "./support/fixtures.ts";
+import { adapterGradients, FIXTURES, peftGradientKey, referenceBatch } from "./support/fixtures.ts";
 
 const BASE = path.join(FIXTURES, "llama-tiny");
 
@@ -61,27 +60,13 @@ for (const name of ["llama-tiny-lora-copy", "llama-tiny-lora-reverse"]) {
   }));
 
   test(`${name}: every LoRA gradient of the causal LM loss matches PEFT`, () => withAdapter(name, ({ model, adapter, expected, batch }) => {
-    const g = new Graph(model.backend, { grads: true, maxNodes: 16384 });
-    try {
-      const { logits, inputs } = model.forward(g, batch.batchSize, batch.seqLen);
-      const { loss, targets } = model.buildLoss(g, logits, batch.batchSize, batch.seqLen);
-      for (const t of adapter.trainable) g.param(t);
-      g.backward(loss);
-      const grads = adapter.stateDict.map(([key, t]) => [key, g.grad(t)] as const);
-      g.allocate();
-      for (const [t, fill] of inputs.values) t.setAll(fill(batch));
-      for (const [t, fill] of targets) t.setAll(fill(batch.inputIds));
-      g.compute();
-      assert.equal(grads.length, 28);
-      for (const [key, grad] of grads) {
-        const refKey = `grad/${key.replace(/\.(lora_[AB])\.weight$/, ".$1.default.weight").replaceAll(".", "/")}`;
-        const want = expected.get(refKey);
-        assert.ok(want, `no reference gradient ${refKey}`);
-        const err = scaledError(grad.getF32(), want);
-        assert.ok(err < 1e-4, `${key}: gradient error ${err}`);
-      }
-    } finally {
-      g.free();
+    const { grads } = adapterGradients(model, adapter, batch, batch.inputIds);
+    assert.equal(grads.length, 28);
+    for (const [key, grad] of grads) {
+      const want = expected.get(peftGradientKey(key));
+      assert.ok(want, `no reference gradient ${peftGradientKey(key)}`);
+      const err = scaledError(grad, want);
+      assert.ok(err < 1e-4, `${key}: gradient error ${err}`);
     }
   }));
 }

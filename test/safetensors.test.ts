@@ -1,29 +1,21 @@
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, readdirSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   SAFETENSORS_DTYPES, bf16ToF32, dtypeSize, f16ToF32, f32ToBf16, f32ToF16, fromFloat32, toFloat32,
   type SafetensorsDtype, type StorageArray,
 } from "../src/io/dtype.ts";
 import { FormatError } from "../src/io/errors.ts";
+import { tempDirs } from "./support/tmp.ts";
 import {
   ShardedSafetensorsWriter, openCheckpoint, openSafetensors, writeSafetensors, writeShardedSafetensors,
   type TensorData, type TensorReader,
 } from "../src/io/safetensors.ts";
 
 const LLAMA = "test/fixtures/hf/llama-tiny";
-const root = mkdtempSync(join(tmpdir(), "tasktune-safetensors-"));
-after(() => rmSync(root, { recursive: true, force: true }));
-
-let dirCount = 0;
-function freshDir(): string {
-  const dir = join(root, `case-${++dirCount}`);
-  mkdirSync(dir);
-  return dir;
-}
+const freshDir = tempDirs("tasktune-safetensors");
 
 function bitsOf(value: number): number {
   return new Uint32Array(Float32Array.of(value).buffer)[0]!;

@@ -13,21 +13,12 @@ import { learningRate } from "../src/train/schedule.ts";
 import { latestCheckpoint, Trainer, TRAIN_DEFAULTS, type BatchSource, type TrainOptions } from "../src/train/trainer.ts";
 import { testBackend } from "./support/backend.ts";
 import { FIXTURES } from "./support/fixtures.ts";
+import { copyTask as copyTaskOf } from "./support/tasks.ts";
 
 const B = 2;
 const S = 16;
 
-/** Copy task: the second half of each row repeats the first. */
-const copyTask: BatchSource = {
-  batchAt(i) {
-    const r = seededUniform(1000 + i);
-    const ids = new Int32Array(B * S);
-    for (let b = 0; b < B; b++) {
-      for (let t = 0; t < S / 2; t++) ids[b * S + t] = ids[b * S + S / 2 + t] = 10 + Math.floor(r() * 50);
-    }
-    return { batch: { batchSize: B, seqLen: S, inputIds: ids }, labels: ids, tokens: B * S };
-  },
-};
+const copyTask = copyTaskOf(B, S);
 
 const OPTIONS: TrainOptions = { ...TRAIN_DEFAULTS, steps: 12, batchSize: B, seqLen: S, lr: 1e-2, warmup: 2, gradAccum: 2, weightDecay: 0.01 };
 
