@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { crossEntropy, crossEntropyTargets, geluErf, geluTanh, layerNorm, tanh } from "../src/engine/compose.ts";
+import { crossEntropy, crossEntropyTargets, type LossBalance, geluErf, geluTanh, layerNorm, tanh } from "../src/engine/compose.ts";
 import { gradCheck } from "./support/gradcheck.ts";
 import { seededUniform } from "../src/engine/random.ts";
 import { testBackend } from "./support/backend.ts";
@@ -76,40 +76,73 @@ test("layerNorm: value and gradient match float64 finite differences, including 
   assert.ok(r.maxGradError < 1e-3, `gradient error ${r.maxGradError}`);
 });
 
-function crossEntropy64(logits: Float64Array, classes: number, labels: number[]): Float64Array {
-  let total = 0;
-  let valid = 0;
-  labels.forEach((label, i) => {
-    if (label === -100) return;
-    const row = logits.subarray(i * classes, (i + 1) * classes);
+/** Float64 reference of the task-balanced loss, written from its definition rather than from the segments. */
+function balancedCrossEntropy64(x: Float64Array, classes: number, labels: number[], rowLength: number, rowTasks: number[], balance: LossBalance, gamma: number): Float64Array {
+  const nll = labels.map((label, i) => {
+    const row = Array.from(x.subarray(i * classes, (i + 1) * classes));
     const max = Math.max(...row);
-    const lse = max + Math.log(row.reduce((a, b) => a + Math.exp(b - max), 0));
-    total += lse - row[label];
-    valid++;
+    return max + Math.log(row.reduce((a, b) => a + Math.exp(b - max), 0)) - row[label];
   });
-  return Float64Array.of(total / valid);
+  const tasks = new Map<number, { tokens: number[]; rows: number[][] }>();
+  rowTasks.forEach((task, row) => {
+    const tokens = nll.slice(row * rowLength, (row + 1) * rowLength).filter((_, t) => labels[row * rowLength + t] !== -100);
+    if (task < 0 || tokens.length === 0) return;
+    const entry = tasks.get(task) ?? { tokens: [], rows: [] };
+    entry.tokens.push(...tokens);
+    entry.rows.push(tokens);
+    tasks.set(task, entry);
+  });
+  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+  const all = [...tasks.values()];
+  const shares = all.map((t) => (balance === "token" ? t.tokens.length : balance === "sample" ? t.rows.length : 1));
+  const total = shares.reduce((a, b) => a + b, 0);
+  let loss = 0;
+  all.forEach((t, k) => {
+    const taskLoss = balance === "sample" ? mean(t.rows.map(mean)) : mean(t.tokens);
+    loss += (shares[k] / total) * (1 - Math.exp(-taskLoss)) ** gamma * taskLoss;
+  });
+  return Float64Array.of(loss);
 }
 
-test("crossEntropy: label-indexed loss and gradient match float64, ignore index skipped", async () => {
-  const random = seededUniform(3);
-  const classes = 37;
-  const labels = [3, -100, 0, 36, 12, -100, 5];
-  const x = Float64Array.from({ length: classes * labels.length }, () => (random() - 0.5) * 20);
-  const { indices, weights } = crossEntropyTargets(labels, classes);
-  const r = gradCheck(await testBackend(), {
-    ne: [classes, labels.length],
-    x,
-    build: (g, t) => {
-      const idx = g.input("i32", [labels.length], "indices");
-      const w = g.input("f32", [labels.length], "weights");
-      return { out: crossEntropy(g, t, idx, w), inputs: [[idx, indices], [w, weights]] };
-    },
-    reference: (v) => crossEntropy64(v, classes, labels),
+const BALANCE_CASES: { balance: LossBalance; gamma: number; rowTasks: number[] }[] = [
+  { balance: "token", gamma: 0, rowTasks: [0, 0, 0] },
+  { balance: "token", gamma: 0, rowTasks: [1, 0, 1] },
+  { balance: "sample", gamma: 0, rowTasks: [1, 0, 1] },
+  { balance: "task", gamma: 0, rowTasks: [1, 0, 1] },
+  { balance: "task", gamma: 2, rowTasks: [1, 0, -1] },
+  { balance: "sample", gamma: 0.5, rowTasks: [2, 0, 2] },
+];
+
+for (const { balance, gamma, rowTasks } of BALANCE_CASES) {
+  test(`crossEntropy: ${balance} balance, focal gamma ${gamma}, row tasks [${rowTasks}]: loss and gradient match float64`, async () => {
+    const random = seededUniform(3);
+    const classes = 37;
+    const rowLength = 3;
+    const labels = [3, -100, 0, 36, 12, -100, 5, 9, 1];
+    const x = Float64Array.from({ length: classes * labels.length }, () => (random() - 0.5) * 20);
+    const tasks = 3;
+    const targets = crossEntropyTargets(labels, { classes, rowLength, rowTasks, tasks, balance });
+    const r = gradCheck(await testBackend(), {
+      ne: [classes, labels.length],
+      x,
+      build: (g, t) => {
+        const inputs = {
+          indices: g.input("i32", [labels.length], "indices"),
+          used: g.input("f32", [labels.length], "used"),
+          segments: g.input("f32", [labels.length, tasks], "segments"),
+          taskWeights: g.input("f32", [tasks], "task weights"),
+        };
+        const { loss } = crossEntropy(g, t, inputs, gamma);
+        return { out: loss, inputs: (Object.keys(inputs) as (keyof typeof inputs)[]).map((k) => [inputs[k], targets[k]]) };
+      },
+      reference: (v) => balancedCrossEntropy64(v, classes, labels, rowLength, rowTasks, balance, gamma),
+    });
+    assert.ok(r.maxValueError < 1e-5, `value error ${r.maxValueError}`);
+    assert.ok(r.maxGradError < 1e-4, `gradient error ${r.maxGradError}`);
   });
-  assert.ok(r.maxValueError < 1e-5, `value error ${r.maxValueError}`);
-  assert.ok(r.maxGradError < 1e-4, `gradient error ${r.maxGradError}`);
-});
+}
 
 test("crossEntropyTargets rejects labels outside the classes", () => {
-  assert.throws(() => crossEntropyTargets([0, 7], 5), /label 7 at position 1/);
+  assert.throws(() => crossEntropyTargets([0, 7], { classes: 5, rowLength: 1 }), /label 7 at position 1/);
+  assert.throws(() => crossEntropyTargets([0, 1], { classes: 5, rowLength: 1, rowTasks: [0, 2], tasks: 2 }), /row 1 has task 2/);
 });

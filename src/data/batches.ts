@@ -63,7 +63,8 @@ export function truncatedCount(examples: readonly Example[], seqLen: number, mod
 export class BatchSchedule {
   /** Rows one pass over the examples fills; fractional when packing. */
   readonly rowsPerEpoch: number;
-  private readonly writeRow: (builder: BatchBuilder, at: number, row: number) => void;
+  /** Writes row `row` of the endless sequence into batch row `at`. */
+  readonly writeRow: (builder: BatchBuilder, at: number, row: number) => void;
 
   constructor(examples: readonly Example[], private readonly options: ScheduleOptions) {
     checkOptions(examples, options);
@@ -135,7 +136,7 @@ export function* evalBatches(examples: readonly Example[], options: BatchOptions
 }
 
 /** The arrays of one batch, all padding until rows are written. */
-class BatchBuilder {
+export class BatchBuilder {
   private readonly inputIds: Int32Array;
   private readonly attentionMask: Int32Array;
   private readonly labels: Int32Array;

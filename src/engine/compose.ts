@@ -67,28 +67,71 @@ export function layerNormAffine(g: Graph, x: Tensor, weight: Tensor, bias: Tenso
 }
 
 /**
- * Inputs of crossEntropy: for logits [C, N] and labels[N] (ignoreIndex skipped), the flat index
- * of each label's probability in the [C * N] softmax, and each position's weight in the mean.
+ * How a batch's token losses are averaged. `token`: the mean over all loss-carrying tokens (the
+ * Hugging Face loss). `sample`: each row (sample) weighs the same, whatever its length. `task`:
+ * each task present in the batch weighs the same (MFTCoder's task balancing), so a task with long
+ * answers cannot drown one with short answers.
  */
-export function crossEntropyTargets(labels: ArrayLike<number>, classes: number, ignoreIndex = -100): { indices: Int32Array; weights: Float32Array } {
+export type LossBalance = "token" | "sample" | "task";
+
+export interface LossTargetOptions {
+  classes: number;
+  /** Positions per batch row: seqLen for a causal LM, 1 for sequence classification. */
+  rowLength: number;
+  /** Task index of each row (all 0 when omitted); a negative index marks a row without loss. */
+  rowTasks?: ArrayLike<number>;
+  tasks?: number;
+  balance?: LossBalance;
+  ignoreIndex?: number;
+}
+
+/**
+ * Inputs of crossEntropy for logits [C, N] and labels[N] (ignoreIndex skipped): the flat index of
+ * each label's probability in the [C * N] softmax, which positions carry loss, each task's weights
+ * over the positions (ggml [N, tasks]: the task's own average) and each task's share of the loss.
+ */
+export function crossEntropyTargets(labels: ArrayLike<number>, options: LossTargetOptions): { indices: Int32Array; used: Float32Array; segments: Float32Array; taskWeights: Float32Array } {
+  const { classes, rowLength, rowTasks, tasks = 1, balance = "token", ignoreIndex = -100 } = options;
   const n = labels.length;
+  if (n % rowLength !== 0) throw new Error(`${n} labels do not fill rows of ${rowLength}`);
+  const rows = n / rowLength;
+  if (rowTasks && rowTasks.length !== rows) throw new Error(`${rowTasks.length} row tasks for ${rows} rows`);
+  const taskOf = (row: number) => (rowTasks ? rowTasks[row] : 0);
   const indices = new Int32Array(n);
-  const weights = new Float32Array(n);
-  let valid = 0;
-  for (let i = 0; i < n; i++) if (labels[i] !== ignoreIndex) valid++;
+  const used = new Float32Array(n);
+  const rowTokens = new Float64Array(rows);
   for (let i = 0; i < n; i++) {
     const label = labels[i];
-    if (label === ignoreIndex) {
-      indices[i] = i * classes;
-      continue;
-    }
+    const task = taskOf(Math.floor(i / rowLength));
+    indices[i] = i * classes;
+    if (label === ignoreIndex || task < 0) continue;
     if (!Number.isInteger(label) || label < 0 || label >= classes) {
       throw new Error(`label ${label} at position ${i} is outside [0, ${classes}) and is not the ignore index ${ignoreIndex}`);
     }
-    indices[i] = i * classes + label;
-    weights[i] = 1 / valid;
+    if (!Number.isInteger(task) || task >= tasks) throw new Error(`row ${Math.floor(i / rowLength)} has task ${task}, expected one of 0..${tasks - 1}`);
+    indices[i] += label;
+    used[i] = 1;
+    rowTokens[Math.floor(i / rowLength)]++;
   }
-  return { indices, weights };
+  // Per task: loss-carrying tokens and rows with any.
+  const taskTokens = new Float64Array(tasks);
+  const taskRows = new Float64Array(tasks);
+  for (let row = 0; row < rows; row++) {
+    if (rowTokens[row] === 0) continue;
+    taskTokens[taskOf(row)] += rowTokens[row];
+    taskRows[taskOf(row)]++;
+  }
+  const segments = new Float32Array(n * tasks);
+  for (let i = 0; i < n; i++) {
+    if (!used[i]) continue;
+    const row = Math.floor(i / rowLength);
+    const task = taskOf(row);
+    segments[task * n + i] = balance === "sample" ? 1 / (taskRows[task] * rowTokens[row]) : 1 / taskTokens[task];
+  }
+  const share = balance === "token" ? taskTokens : balance === "sample" ? taskRows : taskTokens.map((t) => (t > 0 ? 1 : 0));
+  const total = share.reduce((a, b) => a + b, 0);
+  const taskWeights = Float32Array.from(share, (s) => (total > 0 ? s / total : 0));
+  return { indices, used, segments, taskWeights };
 }
 
 /**
@@ -109,8 +152,30 @@ export function tokenLogProbs(g: Graph, logits: Tensor, indices: Tensor, used: T
   return g.log(g.add(g.mul(picked, mask), g.scaleBias(mask, -1, 1)));
 }
 
-/** Mean cross-entropy: -sum(w * log p(label)) with weights from crossEntropyTargets. */
-export function crossEntropy(g: Graph, logits: Tensor, indices: Tensor, weights: Tensor): Tensor {
-  const w = g.reshape(weights, [weights.elements]);
-  return g.scale(g.sum(g.mul(tokenLogProbs(g, logits, indices, g.sgn(w)), w)), -1);
+/** The graph inputs of crossEntropy, filled from crossEntropyTargets. */
+export interface CrossEntropyInputs {
+  indices: Tensor;
+  used: Tensor;
+  segments: Tensor;
+  taskWeights: Tensor;
+}
+
+/**
+ * Cross-entropy averaged per task, then over tasks: L_t = -sum_i segments[i, t] * log p_i, and
+ * loss = sum_t taskWeights[t] * (1 - exp(-L_t))^focalGamma * L_t. With one task and token
+ * weights this is the Hugging Face mean. focalGamma > 0 is MFTCoder's focal-style balancing: a
+ * task the model already predicts well (high mean-token probability exp(-L_t)) counts less; the
+ * factor is part of the loss, so its gradient flows as in focal loss.
+ */
+export function crossEntropy(g: Graph, logits: Tensor, inputs: CrossEntropyInputs, focalGamma = 0): { loss: Tensor; taskLosses: Tensor } {
+  const n = logits.ne[1];
+  const tasks = inputs.taskWeights.elements;
+  if (inputs.segments.elements !== n * tasks) throw new Error(`crossEntropy: segments must be [${n}, ${tasks}], got ${inputs.segments.elements} elements`);
+  const logProbs = g.reshape(tokenLogProbs(g, logits, inputs.indices, inputs.used), [n, 1]);
+  const taskLosses = g.scale(g.mulMat(g.reshape(inputs.segments, [n, tasks]), logProbs), -1);
+  const weights = g.reshape(inputs.taskWeights, [tasks, 1]);
+  if (focalGamma === 0) return { loss: g.sum(g.mul(taskLosses, weights)), taskLosses };
+  // (1 - P)^gamma as exp(gamma * log(1 - P + eps)): eps keeps an absent task (L = 0, P = 1) finite; its weight is 0.
+  const easy = g.exp(g.scale(g.log(g.scaleBias(g.exp(g.scale(taskLosses, -1)), -1, 1 + 1e-6)), focalGamma));
+  return { loss: g.sum(g.mul(g.mul(easy, taskLosses), weights)), taskLosses };
 }

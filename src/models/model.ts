@@ -2,7 +2,7 @@
 // a store, a forward graph builder, and the Hugging Face loss. Every projection goes through
 // `Model.linear`, the one seam where adapters (LoRA and friends) attach to a module.
 import type { Backend } from "../engine/backend.ts";
-import { crossEntropy, crossEntropyTargets } from "../engine/compose.ts";
+import { crossEntropy, crossEntropyTargets, type CrossEntropyInputs, type LossBalance } from "../engine/compose.ts";
 import { Graph } from "../engine/graph.ts";
 import type { KvCache } from "./kv-cache.ts";
 import { TensorStore } from "../engine/store.ts";
@@ -37,6 +37,19 @@ export interface Batch {
   tokenTypeIds?: Int32Array;
   /** Position of each token, [batch, seq]; 0..seq-1 in every row when absent (no left padding). */
   positions?: Int32Array;
+}
+
+/** How the loss averages over tasks (see crossEntropy); one task, token mean by default. */
+export interface LossOptions {
+  tasks?: number;
+  balance?: LossBalance;
+  focalGamma?: number;
+}
+
+/** What a loss is computed from: unshifted labels [batchSize, seqLen] (or [batchSize] for classification) and each row's task. */
+export interface LossBatch {
+  labels: Int32Array;
+  rowTasks?: Int32Array;
 }
 
 /** Where a forward pass reads and appends keys and values when decoding with a KV cache. */
@@ -245,19 +258,34 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
 
   /**
    * The Hugging Face loss for this model on a batch: causal LM cross-entropy with labels shifted
-   * by one (labels default to input_ids, -100 ignored), or classification cross-entropy.
-   * Returns the graph inputs the loss needs next to the forward inputs.
+   * by one (labels default to input_ids, -100 ignored), or classification cross-entropy; averaged
+   * per task as options say (see crossEntropy). Returns the graph inputs the loss needs next to
+   * the forward inputs, and the per-task losses [tasks].
    */
-  buildLoss(g: Graph, logits: Tensor, batchSize: number, seqLen: number): { loss: Tensor; targets: [Tensor, (labels: Int32Array) => HostArray][] } {
+  buildLoss(g: Graph, logits: Tensor, batchSize: number, seqLen: number, options: LossOptions = {}): { loss: Tensor; taskLosses: Tensor; targets: [Tensor, (batch: LossBatch) => HostArray][] } {
     const [classes, positions] = logits.ne;
-    const indices = g.input("i32", [positions], "target indices");
-    const weights = g.input("f32", [positions], "target weights");
-    const loss = crossEntropy(g, logits, indices, weights);
-    const targets = (labels: Int32Array) => crossEntropyTargets(
-      this.kind === "causal-lm" ? shiftLabels(labels, batchSize, seqLen) : labels, classes);
+    const tasks = options.tasks ?? 1;
+    const inputs: CrossEntropyInputs = {
+      indices: g.input("i32", [positions], "target indices"),
+      used: g.input("f32", [positions], "target mask"),
+      segments: g.input("f32", [positions, tasks], "target task weights"),
+      taskWeights: g.input("f32", [tasks], "task shares"),
+    };
+    const { loss, taskLosses } = crossEntropy(g, logits, inputs, options.focalGamma);
+    const causal = this.kind === "causal-lm";
+    let last: { batch: LossBatch; targets: ReturnType<typeof crossEntropyTargets> } | undefined;
+    const targetsOf = (batch: LossBatch) => {
+      if (last?.batch !== batch) {
+        last = { batch, targets: crossEntropyTargets(causal ? shiftLabels(batch.labels, batchSize, seqLen) : batch.labels, {
+          classes, rowLength: causal ? seqLen : 1, rowTasks: batch.rowTasks, tasks, balance: options.balance,
+        }) };
+      }
+      return last.targets;
+    };
     return {
       loss,
-      targets: [[indices, (labels) => targets(labels).indices], [weights, (labels) => targets(labels).weights]],
+      taskLosses,
+      targets: (Object.keys(inputs) as (keyof CrossEntropyInputs)[]).map((key) => [inputs[key], (batch: LossBatch) => targetsOf(batch)[key]]),
     };
   }
 
@@ -272,7 +300,7 @@ export abstract class Model<C extends ModelConfig = ModelConfig> {
       if (lossParts) g.output(lossParts.loss);
       g.allocate();
       for (const [tensor, fill] of inputs.values) tensor.setAll(fill(batch));
-      for (const [tensor, fill] of lossParts?.targets ?? []) tensor.setAll(fill(labels!));
+      for (const [tensor, fill] of lossParts?.targets ?? []) tensor.setAll(fill({ labels: labels! }));
       g.compute();
       return { logits: logits.getF32(), logitsShape: logits.torchShape.length === 2 && this.kind === "causal-lm" ? [batch.batchSize, batch.seqLen, logits.ne[0]] : logits.torchShape, loss: lossParts?.loss.getF32()[0] };
     } finally {

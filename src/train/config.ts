@@ -5,6 +5,7 @@ import path from "node:path";
 import YAML from "yaml";
 import { z } from "zod";
 import { FormatError } from "../io/errors.ts";
+import { applyOverride } from "../io/overrides.ts";
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
@@ -22,12 +23,36 @@ const loraSchema = z.strictObject({
   bias: z.enum(["none", "all", "lora_only"]).default("none"),
 });
 
-const dataSchema = z.strictObject({
+/** One task of a multi-task run: its data, and how it is mixed (see src/data/mixture.ts). */
+const taskDataSchema = z.strictObject({
+  name: z.string().regex(/^[\w.-]+$/, "use letters, digits, '_', '.' and '-' (it names metrics)"),
   train: z.string(),
+  eval: z.string().optional(),
+  eval_fraction: z.number().gt(0).lt(1).optional(),
+  /** Relative rate under mixing "weights". */
+  weight: z.number().positive().default(1),
+  /** Counts the task as at most this many examples under "proportional" and "temperature" mixing (T5's limit K). */
+  cap: positiveInt.optional(),
+});
+
+const dataSchema = z.strictObject({
+  /** One training file; or `tasks` for several. */
+  train: z.string().optional(),
   /** A held-out file, or a fraction of train held out with the run's seed. */
   eval: z.string().optional(),
   eval_fraction: z.number().gt(0).lt(1).optional(),
+  tasks: z.array(taskDataSchema).min(1).optional(),
+  mixing: z.enum(["proportional", "temperature", "equal", "weights"]).default("proportional"),
+  /** T of temperature mixing: rate ∝ size^(1/T). */
+  temperature: z.number().positive().default(2),
   mode: z.enum(["pad", "pack"]).default("pad"),
+});
+
+/** How the training loss averages (src/engine/compose.ts crossEntropy). */
+const lossSchema = z.strictObject({
+  balance: z.enum(["token", "sample", "task"]).default("token"),
+  /** > 0: MFTCoder's focal-style down-weighting of tasks the model already fits. */
+  focal_gamma: z.number().nonnegative().default(0),
 });
 
 const trainSchema = z.strictObject({
@@ -61,8 +86,13 @@ export const trainConfigSchema = z.strictObject({
   /** Storage type of the frozen base weights under LoRA: f16/bf16 halve memory, q8_0/q4_0/q4_k quantize ("QLoRA"). */
   base_dtype: z.enum(["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"]).default("f32"),
   data: dataSchema,
+  loss: lossSchema.default(() => lossSchema.parse({})),
   train: trainSchema,
   eval: evalSchema.optional(),
+  /** Evaluation tasks (names in data/tasks or task YAML files) scored before and after training, and at eval steps. */
+  eval_tasks: z.array(z.string()).optional(),
+  /** Items per evaluation task. */
+  eval_limit: positiveInt.optional(),
   output_dir: z.string(),
   device: z.enum(["cpu", "cuda", "vulkan", "auto"]).default("cpu"),
   threads: positiveInt.optional(),
@@ -87,26 +117,46 @@ export function loadTrainConfig(file: string, overrides: string[] = []): TrainCo
   const config = parsed.data;
   const base = path.dirname(path.resolve(file));
   const resolve = (p: string) => path.resolve(base, p);
-  if (config.method === "full" && config.base_dtype !== "f32") throw new FormatError(file, "base_dtype: full fine-tuning trains the weights themselves, which must be f32");
-  if (config.data.eval && config.data.eval_fraction) throw new FormatError(file, "data: give eval or eval_fraction, not both");
+  const problems = dataProblems(config);
+  if (problems.length) throw new FormatError(file, problems.join("; "));
+  const { data } = config;
   return {
     ...config,
     model: resolve(config.model),
     output_dir: resolve(config.output_dir),
-    data: { ...config.data, train: resolve(config.data.train), eval: config.data.eval && resolve(config.data.eval) },
+    data: {
+      ...data,
+      train: data.train && resolve(data.train),
+      eval: data.eval && resolve(data.eval),
+      tasks: data.tasks?.map((t) => ({ ...t, train: resolve(t.train), eval: t.eval && resolve(t.eval) })),
+    },
     eval: config.eval && { ...config.eval, file: resolve(config.eval.file) },
+    eval_tasks: config.eval_tasks?.map((t) => (/\.ya?ml$/.test(t) ? resolve(t) : t)),
   };
 }
 
-/** `a.b.c=value`, value parsed as YAML (so numbers, booleans and lists keep their types). */
-function applyOverride(target: Record<string, unknown>, override: string): void {
-  const eq = override.indexOf("=");
-  if (eq <= 0) throw new Error(`--set expects key=value, got "${override}"`);
-  const keys = override.slice(0, eq).split(".");
-  let node = target;
-  for (const key of keys.slice(0, -1)) {
-    if (typeof node[key] !== "object" || node[key] === null) node[key] = {};
-    node = node[key] as Record<string, unknown>;
+export type TrainingTask = z.infer<typeof taskDataSchema>;
+
+/** The run's tasks: `data.tasks`, or the single `data.train` file as one task named after it. */
+export function trainingTasks(config: TrainConfig): TrainingTask[] {
+  const problems = dataProblems(config);
+  if (problems.length) throw new Error(`training config: ${problems.join("; ")}`);
+  const { data } = config;
+  if (data.tasks) return data.tasks;
+  return [{ name: path.basename(data.train!).replace(/\.[^.]+$/, ""), train: data.train!, eval: data.eval, eval_fraction: data.eval_fraction, weight: 1 }];
+}
+
+function dataProblems(config: TrainConfig): string[] {
+  const { data } = config;
+  const problems: string[] = [];
+  if (config.method === "full" && config.base_dtype !== "f32") problems.push("base_dtype: full fine-tuning trains the weights themselves, which must be f32");
+  if (!data.train === !data.tasks) problems.push("data: give train (one file) or tasks (a list), not both or neither");
+  if (data.tasks && (data.eval || data.eval_fraction)) problems.push("data: with tasks, give eval or eval_fraction per task");
+  for (const [where, d] of [["data", data] as const, ...(data.tasks ?? []).map((t, i) => [`data.tasks.${i}`, t] as const)]) {
+    if (d.eval && d.eval_fraction) problems.push(`${where}: give eval or eval_fraction, not both`);
   }
-  node[keys[keys.length - 1]] = YAML.parse(override.slice(eq + 1));
+  const names = (data.tasks ?? []).map((t) => t.name);
+  const repeated = names.find((n, i) => names.indexOf(n) !== i);
+  if (repeated) problems.push(`data.tasks: task name "${repeated}" appears twice`);
+  return problems;
 }

@@ -7,10 +7,13 @@ import { LoraAdapter } from "../adapters/lora.ts";
 import { saveAdapter } from "../adapters/peft-io.ts";
 import { loraConfig } from "../adapters/peft-config.ts";
 import { Backend } from "../engine/backend.ts";
-import { batchingTokenIds, BatchSchedule, evalBatches } from "../data/batches.ts";
+import { batchingTokenIds, evalBatches } from "../data/batches.ts";
 import { loadDataset } from "../data/dataset.ts";
+import { MixtureSchedule } from "../data/mixture.ts";
 import { readRows } from "../data/records.ts";
 import { LogLikelihoodScorer, multipleChoiceAccuracy, type MultipleChoiceItem } from "../eval/loglikelihood.ts";
+import { evaluateTasks, type TaskResult } from "../eval/run.ts";
+import { resolveTasks } from "../eval/tasks/config.ts";
 import { FormatError } from "../io/errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { ShardedSafetensorsWriter } from "../io/safetensors.ts";
@@ -18,10 +21,23 @@ import type { Tokenizer } from "../io/tokenizer.ts";
 import { loadTokenizerFor } from "../models/gguf-loader.ts";
 import { loadModel } from "../models/index.ts";
 import type { Model } from "../models/model.ts";
-import { METRICS_FILE, MetricsLog, readMetrics, TrainingProgress, writeReport, type ReportTable } from "../report/index.ts";
-import type { TrainConfig } from "./config.ts";
+import { METRICS_FILE, MetricsLog, readMetrics, TrainingProgress, writeReport, type MetricsRecord, type ReportTable } from "../report/index.ts";
+import { trainingTasks, type TrainConfig } from "./config.ts";
 import type { NamedParam } from "./optimizer.ts";
-import { latestCheckpoint, Trainer, TRAIN_DEFAULTS, type TrainOptions } from "./trainer.ts";
+import { latestCheckpoint, Trainer, TRAIN_DEFAULTS, type LabeledBatch, type TrainOptions } from "./trainer.ts";
+
+/** `<output_dir>/summary.json`: what a comparison of runs reads. */
+export const SUMMARY_FILE = "summary.json";
+
+export interface RunSummary {
+  final_loss: number;
+  steps: number;
+  trainable_params: number;
+  /** Wall time of this process's run (data, model, training, evaluation), and its peak resident memory. */
+  wall_s: number;
+  peak_rss_mb: number;
+  tasks: string[];
+}
 
 export interface RunResult {
   outputDir: string;
@@ -29,6 +45,7 @@ export interface RunResult {
   accuracyBefore?: number;
   accuracyAfter?: number;
   reportFile: string;
+  summary: RunSummary;
 }
 
 export interface RunOptions {
@@ -51,13 +68,17 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
   const tokenizer = loadTokenizerFor(config.model, backend);
   const model = loadModel(backend, config.model, { weightDtype: config.method === "full" ? "f32" : config.base_dtype });
   const t = config.train;
-  const dataset = loadDataset(config.data.train, tokenizer, {
-    seqLen: t.seq_len, mode: config.data.mode,
-    eval: config.data.eval ? { file: config.data.eval } : config.data.eval_fraction ? { fraction: config.data.eval_fraction, seed: t.seed } : undefined,
-  });
-  const { train: trainStats } = dataset.stats;
+  const tasks = trainingTasks(config).map((task) => ({
+    ...task,
+    dataset: loadDataset(task.train, tokenizer, {
+      seqLen: t.seq_len, mode: config.data.mode,
+      eval: task.eval ? { file: task.eval } : task.eval_fraction ? { fraction: task.eval_fraction, seed: t.seed } : undefined,
+    }),
+  }));
   say(`${config.model}: ${model.config.modelType}, ${model.parameterCount.toLocaleString("en-US")} parameters on ${backend.device.name} (${backend.threadCount} threads)`);
-  say(`${config.data.train}: ${trainStats.rows} ${trainStats.shape} rows, ${trainStats.tokens} tokens${trainStats.truncated ? `, ${trainStats.truncated} truncated to ${t.seq_len} tokens` : ""}`);
+  for (const { train, dataset: { stats: { train: s } } } of tasks) {
+    say(`${train}: ${s.rows} ${s.shape} rows, ${s.tokens} tokens${s.truncated ? `, ${s.truncated} truncated to ${t.seq_len} tokens` : ""}`);
+  }
 
   const adapter = config.method === "full" ? undefined : new LoraAdapter(model, loraConfig({
     r: config.lora.r, loraAlpha: config.lora.alpha, loraDropout: config.lora.dropout, targetModules: config.lora.target_modules,
@@ -75,14 +96,22 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
     ...TRAIN_DEFAULTS, steps: t.steps, batchSize: t.batch_size, gradAccum: t.grad_accum, seqLen: t.seq_len, lr: t.lr,
     warmup: t.warmup, schedule: t.schedule, weightDecay: t.weight_decay, maxGradNorm: t.max_grad_norm, seed: t.seed,
     evalEvery: t.eval_every, saveEvery: t.save_every,
+    tasks: tasks.map((task) => task.name), loss: { balance: config.loss.balance, focalGamma: config.loss.focal_gamma },
   };
   const trainer = new Trainer(model, params, trainOptions, adapter);
   const batching = { batchSize: t.batch_size, seqLen: t.seq_len, mode: config.data.mode, ...batchingTokenIds(tokenizer) };
-  const schedule = new BatchSchedule(dataset.train, { ...batching, seed: t.seed });
-  const heldOut = dataset.eval.length ? [...evalBatches(dataset.eval, batching)].slice(0, t.eval_batches) : [];
+  const schedule = new MixtureSchedule(
+    tasks.map((task) => ({ name: task.name, examples: task.dataset.train, weight: task.weight, cap: task.cap })),
+    { ...batching, seed: t.seed, strategy: config.data.mixing, temperature: config.data.temperature },
+  );
+  if (tasks.length > 1) say(`mixing (${config.data.mixing}): ${tasks.map((task, i) => `${task.name} ${(100 * schedule.rates[i]).toFixed(1)}%`).join(", ")}`);
+  const heldOut = tasks.map((task) => ({ name: task.name, batches: task.dataset.eval.length ? [...evalBatches(task.dataset.eval, batching)].slice(0, t.eval_batches) : [] }));
   const task = config.eval ? taskItems(config.eval, tokenizer) : undefined;
   const scorer = task ? new LogLikelihoodScorer(model, t.batch_size, t.seq_len) : undefined;
   const accuracy = () => (scorer && task ? multipleChoiceAccuracy(scorer, task).accuracy : undefined);
+  const evalTasks = config.eval_tasks?.flatMap((spec) => resolveTasks(spec));
+  const scoreEvalTasks = (): TaskResult[] => (evalTasks ? evaluateTasks(model, tokenizer, evalTasks, { limit: config.eval_limit }) : []);
+  const started = performance.now();
 
   try {
     let accuracyBefore: number | undefined;
@@ -92,28 +121,31 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
       accuracyBefore = readMetrics(path.join(out, METRICS_FILE)).find((r) => r.step === 0)?.eval_accuracy;
     }
     const metrics = new MetricsLog(out, resumeFrom ? { resumeFromStep: trainer.step } : {});
-    if (!resumeFrom && task) {
+    if (!resumeFrom && (task || evalTasks)) {
       accuracyBefore = accuracy();
-      metrics.append({ step: 0, eval_accuracy: accuracyBefore! });
-      say(`before training: accuracy ${(100 * accuracyBefore!).toFixed(1)}% on ${task.length} examples of ${config.eval!.file}`);
+      const before = taskMetrics(scoreEvalTasks());
+      metrics.append({ step: 0, ...(accuracyBefore === undefined ? {} : { eval_accuracy: accuracyBefore }), ...before });
+      if (task) say(`before training: accuracy ${(100 * accuracyBefore!).toFixed(1)}% on ${task.length} examples of ${config.eval!.file}`);
+      if (evalTasks) say(`before training: ${formatMetrics(before)}`);
     }
     let finalLoss = NaN;
     let accuracyAfter: number | undefined;
     progress.start(t.steps, trainer.step);
-    trainer.run(schedule, checkpoints, heldOut, {
+    trainer.run(schedule, checkpoints, [], {
       onStep: (r) => {
         finalLoss = r.loss;
-        metrics.append({ ...r });
+        const { task_losses: taskLosses, ...record } = r;
+        metrics.append({ ...record, ...prefixed("loss", taskLosses ?? {}) });
         progress.update({ step: r.step, loss: r.loss, lr: r.lr, tokensPerS: r.tokens_per_s });
       },
       onEval: (step): Record<string, number> => {
         const acc = accuracy();
         if (step === t.steps) accuracyAfter = acc;
-        return acc === undefined ? {} : { eval_accuracy: acc };
+        return { ...heldOutLosses(trainer, heldOut), ...(acc === undefined ? {} : { eval_accuracy: acc }), ...taskMetrics(scoreEvalTasks()) };
       },
       onEvalRecord: (r) => {
         metrics.append(r as { step: number });
-        say(`step ${r.step}: ${Object.entries(r).filter(([k]) => k !== "step").map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ")}`);
+        say(`step ${r.step}: ${formatMetrics(r)}`);
       },
     });
     progress.stop();
@@ -122,15 +154,24 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
     const saved = adapter ? path.join(out, "adapter") : path.join(out, "model");
     if (adapter) saveAdapter(adapter, saved);
     else saveFullModel(model, config.model, saved);
+    const records = readMetrics(path.join(out, METRICS_FILE));
+    const summary: RunSummary = {
+      final_loss: finalLoss, steps: t.steps, trainable_params: trainable, wall_s: (performance.now() - started) / 1000,
+      peak_rss_mb: process.resourceUsage().maxRSS / 1024, tasks: tasks.map((x) => x.name),
+    };
+    writeFileAtomic(path.join(out, SUMMARY_FILE), `${JSON.stringify(summary, null, 2)}\n`);
     const reportFile = path.join(out, "report.html");
     writeReport(reportFile, {
-      title: `tasktune ${config.method} run: ${path.basename(config.model)} on ${path.basename(config.data.train)}`,
+      title: `tasktune ${config.method} run: ${path.basename(config.model)} on ${tasks.map((x) => x.name).join(", ")}`,
       config,
-      metrics: readMetrics(path.join(out, METRICS_FILE)),
-      tables: accuracyBefore !== undefined && accuracyAfter !== undefined ? [accuracyTable(config, accuracyBefore, accuracyAfter)] : [],
+      metrics: records,
+      tables: [
+        ...(accuracyBefore !== undefined && accuracyAfter !== undefined ? [accuracyTable(config, accuracyBefore, accuracyAfter)] : []),
+        ...(evalTasks ? [beforeAfterTable(records, t.steps)] : []),
+      ],
       notes: [`${trainable.toLocaleString("en-US")} trainable parameters; saved to ${saved}`],
     });
-    return { outputDir: out, finalLoss, accuracyBefore, accuracyAfter, reportFile };
+    return { outputDir: out, finalLoss, accuracyBefore, accuracyAfter, reportFile, summary };
   } finally {
     progress.stop();
     scorer?.free();
@@ -139,6 +180,52 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
     model.free();
     backend.close();
   }
+}
+
+/** metrics.jsonl keys "<prefix>/<name>". */
+function prefixed(prefix: string, values: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(values).map(([name, v]) => [`${prefix}/${name}`, v]));
+}
+
+function formatMetrics(record: Record<string, number>): string {
+  return Object.entries(record).filter(([k]) => k !== "step").map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ");
+}
+
+/** Token-mean held-out loss overall and, with several tasks, per task. */
+function heldOutLosses(trainer: Trainer, heldOut: { name: string; batches: LabeledBatch[] }[]): Record<string, number> {
+  const withData = heldOut.filter((h) => h.batches.length);
+  if (!withData.length) return {};
+  let sum = 0;
+  let tokens = 0;
+  const perTask: Record<string, number> = {};
+  for (const { name, batches } of withData) {
+    const loss = trainer.evaluate(batches);
+    const n = batches.reduce((total, b) => total + b.tokens, 0);
+    sum += loss * n;
+    tokens += n;
+    perTask[name] = loss;
+  }
+  return { eval_loss: sum / tokens, ...(heldOut.length > 1 ? prefixed("eval_loss", perTask) : {}) };
+}
+
+/** Evaluation task results as metrics.jsonl keys "eval_<metric>/<task>". */
+function taskMetrics(results: readonly TaskResult[]): Record<string, number> {
+  return Object.fromEntries(results.flatMap((r) => Object.entries(r.metrics).map(([metric, v]) => [`eval_${metric}/${r.task}`, v.value])));
+}
+
+/** Each evaluation task's metrics before training (step 0) and after the last step. */
+function beforeAfterTable(records: readonly MetricsRecord[], lastStep: number): ReportTable {
+  const before = records.find((r) => r.step === 0) ?? { step: 0 };
+  const after = records.filter((r) => r.step === lastStep).reduce<Record<string, number>>((all, r) => ({ ...all, ...r }), {});
+  const keys = Object.keys(before).filter((k) => k.startsWith("eval_") && k.includes("/"));
+  return {
+    title: "Evaluation tasks before and after training",
+    columns: ["task", "metric", "before", "after", "change"],
+    rows: keys.map((key) => {
+      const [metric, task] = [key.slice(5, key.indexOf("/")), key.slice(key.indexOf("/") + 1)];
+      return [task, metric, before[key]!, after[key] ?? null, after[key] === undefined ? null : after[key]! - before[key]!];
+    }),
+  };
 }
 
 function accuracyTable(config: TrainConfig, before: number, after: number): ReportTable {

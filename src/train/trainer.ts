@@ -7,7 +7,7 @@ import type { LoraAdapter } from "../adapters/lora.ts";
 import { Graph } from "../engine/graph.ts";
 import type { HostArray, Tensor } from "../engine/tensor.ts";
 import { openSafetensors, writeSafetensors } from "../io/safetensors.ts";
-import type { Batch, Model } from "../models/model.ts";
+import type { Batch, LossOptions, Model } from "../models/model.ts";
 import { AdamW, ADAMW_DEFAULTS, type AdamWOptions, type NamedParam } from "./optimizer.ts";
 import { learningRate, type ScheduleKind } from "./schedule.ts";
 
@@ -26,6 +26,10 @@ export interface TrainOptions extends AdamWOptions {
   saveEvery: number;
   /** Checkpoints kept on disk; older ones are deleted. */
   keepCheckpoints: number;
+  /** Task names of a multi-task run (batches give each row's task index); one unnamed task by default. */
+  tasks?: string[];
+  /** How the training loss averages over tokens, samples and tasks (evaluation always takes the token mean). */
+  loss?: Omit<LossOptions, "tasks">;
 }
 
 export const TRAIN_DEFAULTS: Omit<TrainOptions, "steps" | "batchSize" | "seqLen" | "lr"> = {
@@ -36,6 +40,8 @@ export const TRAIN_DEFAULTS: Omit<TrainOptions, "steps" | "batchSize" | "seqLen"
 export interface LabeledBatch {
   batch: Batch;
   labels: Int32Array;
+  /** Task index of each row in a multi-task run (-1: a padding row). */
+  rowTasks?: Int32Array;
   /** Tokens that carry loss, for throughput. */
   tokens: number;
 }
@@ -52,6 +58,8 @@ export interface StepRecord {
   grad_norm: number;
   tokens_per_s: number;
   elapsed_s: number;
+  /** Mean loss of each task over the step's micro-batches that held it (multi-task runs). */
+  task_losses?: Record<string, number>;
 }
 
 export interface TrainHooks {
@@ -67,6 +75,7 @@ export class NonFiniteLossError extends Error {}
 export class Trainer {
   private readonly graph: Graph;
   private readonly loss: Tensor;
+  private readonly taskLosses: Tensor;
   private readonly inputs: [Tensor, (batch: LabeledBatch) => HostArray][];
   private readonly optimizer: AdamW;
   private readonly evalGraph: Graph;
@@ -84,7 +93,7 @@ export class Trainer {
     for (const p of params) model.backend.ggml.ggml_set_param(p.tensor.ptr);
     this.optimizer = new AdamW(model.backend, params, options);
     if (adapter) adapter.training = true;
-    ({ graph: this.graph, loss: this.loss, inputs: this.inputs } = this.build(true));
+    ({ graph: this.graph, loss: this.loss, taskLosses: this.taskLosses, inputs: this.inputs } = this.build(true));
     if (adapter) adapter.training = false;
     ({ graph: this.evalGraph, loss: this.evalLoss, inputs: this.evalInputs } = this.build(false));
   }
@@ -93,16 +102,18 @@ export class Trainer {
     const { model, options } = this;
     const graph = new Graph(model.backend, { grads: training, maxNodes: model.graphNodes });
     const { logits, inputs } = model.forward(graph, options.batchSize, options.seqLen);
-    const { loss, targets } = model.buildLoss(graph, logits, options.batchSize, options.seqLen);
+    const lossOptions: LossOptions = training ? { ...options.loss, tasks: options.tasks?.length ?? 1 } : {};
+    const { loss, taskLosses, targets } = model.buildLoss(graph, logits, options.batchSize, options.seqLen, lossOptions);
     graph.output(loss);
+    graph.output(taskLosses);
     if (training) graph.backward(loss, (p) => this.optimizer.accumulatorOf(p));
     graph.allocate();
     const all: [Tensor, (b: LabeledBatch) => HostArray][] = [
       ...inputs.values.map(([t, fill]): [Tensor, (b: LabeledBatch) => HostArray] => [t, (b) => fill(b.batch)]),
-      ...targets.map(([t, fill]): [Tensor, (b: LabeledBatch) => HostArray] => [t, (b) => fill(b.labels)]),
+      ...targets.map(([t, fill]): [Tensor, (b: LabeledBatch) => HostArray] => [t, (b) => fill(training ? b : { labels: b.labels })]),
       ...(this.adapter?.inputsOf(graph) ?? []).map(([t, fill]): [Tensor, (b: LabeledBatch) => HostArray] => [t, () => fill()]),
     ];
-    return { graph, loss, inputs: all };
+    return { graph, loss, taskLosses, inputs: all };
   }
 
   private computeLoss(graph: Graph, loss: Tensor, inputs: typeof this.inputs, batch: LabeledBatch): number {
@@ -119,6 +130,9 @@ export class Trainer {
     this.adapter?.refreshDoraNorms();
     let lossSum = 0;
     let tokens = 0;
+    const tasks = this.options.tasks ?? [];
+    const taskSums = new Float64Array(tasks.length);
+    const taskCounts = new Float64Array(tasks.length);
     for (let micro = 0; micro < gradAccum; micro++) {
       const index = this.step * gradAccum + micro;
       this.adapter?.setDropoutStep(seed, index);
@@ -129,13 +143,25 @@ export class Trainer {
       }
       lossSum += loss;
       tokens += batch.tokens;
+      if (tasks.length > 1 && batch.rowTasks) {
+        const perTask = this.taskLosses.getF32();
+        for (const task of new Set(batch.rowTasks)) {
+          if (task < 0) continue;
+          taskSums[task] += perTask[task];
+          taskCounts[task]++;
+        }
+      }
     }
     const lr = learningRate(this.options.schedule, this.options.lr, this.step, this.options.warmup, this.options.steps);
     const gradNorm = this.optimizer.step(lr, gradAccum);
     if (!Number.isFinite(gradNorm)) throw new NonFiniteLossError(`gradient norm is ${gradNorm} at step ${this.step + 1}: training stopped`);
     this.step++;
     const seconds = (performance.now() - t0) / 1000;
-    return { step: this.step, loss: lossSum / gradAccum, lr, grad_norm: gradNorm, tokens_per_s: tokens / seconds, elapsed_s: (performance.now() - started) / 1000 };
+    const record: StepRecord = { step: this.step, loss: lossSum / gradAccum, lr, grad_norm: gradNorm, tokens_per_s: tokens / seconds, elapsed_s: (performance.now() - started) / 1000 };
+    if (tasks.length > 1) {
+      record.task_losses = Object.fromEntries(tasks.flatMap((name, t) => (taskCounts[t] ? [[name, taskSums[t] / taskCounts[t]]] : [])));
+    }
+    return record;
   }
 
   /** Mean loss over eval batches, weighted by their loss-carrying tokens. */
@@ -192,10 +218,9 @@ export class Trainer {
   /** Restores a checkpoint written by saveCheckpoint (same trainable tensors and options). */
   loadCheckpoint(dir: string): void {
     const state = JSON.parse(fs.readFileSync(path.join(dir, "trainer.json"), "utf8")) as { step: number; optimizerSteps: number; options: TrainOptions };
-    for (const key of ["batchSize", "gradAccum", "seqLen", "seed"] as const) {
-      if (state.options[key] !== this.options[key]) {
-        throw new Error(`${dir}: checkpoint was made with ${key} = ${state.options[key]}, this run has ${this.options[key]}; resuming would not reproduce the run`);
-      }
+    for (const key of ["batchSize", "gradAccum", "seqLen", "seed", "tasks", "loss"] as const) {
+      const [then, now] = [JSON.stringify(state.options[key]), JSON.stringify(this.options[key])];
+      if (then !== now) throw new Error(`${dir}: checkpoint was made with ${key} = ${then}, this run has ${now}; resuming would not reproduce the run`);
     }
     const file = openSafetensors(path.join(dir, "state.safetensors"));
     try {

@@ -41,7 +41,7 @@ export function adapterGradients(model: Model, adapter: LoraAdapter, batch: Batc
     const grads = adapter.stateDict.map(([key, t]) => [key, g.grad(t)] as const);
     g.allocate();
     for (const [t, fill] of inputs.values) t.setAll(fill(batch));
-    for (const [t, fill] of targets) t.setAll(fill(labels));
+    for (const [t, fill] of targets) t.setAll(fill({ labels }));
     g.compute();
     return { logits: logits.getF32(), loss: loss.getF32()[0], grads: grads.map(([key, t]) => [key, t.getF32()] as const) };
   } finally {
