@@ -81,6 +81,11 @@ const evalSchema = z.strictObject({
 
 export const trainConfigSchema = z.strictObject({
   model: z.string(),
+  /**
+   * `random`: fresh weights (transformers' initialisation, seeded by train.seed) in the shape of the
+   * model folder's config.json, with its tokenizer: pretraining from scratch, full method only.
+   */
+  init: z.enum(["pretrained", "random"]).default("pretrained"),
   method: z.enum(["full", "lora", "dora"]),
   lora: loraSchema.default(() => loraSchema.parse({})),
   /** Storage type of the frozen base weights under LoRA: f16/bf16 halve memory, q8_0/q4_0/q4_k quantize ("QLoRA"). */
@@ -150,6 +155,7 @@ function dataProblems(config: TrainConfig): string[] {
   const { data } = config;
   const problems: string[] = [];
   if (config.method === "full" && config.base_dtype !== "f32") problems.push("base_dtype: full fine-tuning trains the weights themselves, which must be f32");
+  if (config.init === "random" && config.method !== "full") problems.push("init: random weights are trained with method full");
   if (!data.train === !data.tasks) problems.push("data: give train (one file) or tasks (a list), not both or neither");
   if (data.tasks && (data.eval || data.eval_fraction)) problems.push("data: with tasks, give eval or eval_fraction per task");
   for (const [where, d] of [["data", data] as const, ...(data.tasks ?? []).map((t, i) => [`data.tasks.${i}`, t] as const)]) {

@@ -15,11 +15,12 @@ import { LogLikelihoodScorer, multipleChoiceAccuracy, type MultipleChoiceItem } 
 import { evaluateTasks, type TaskResult } from "../eval/run.ts";
 import { resolveTasks } from "../eval/tasks/config.ts";
 import { FormatError } from "../io/errors.ts";
+import { loadConfig } from "../io/hf-config.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { ShardedSafetensorsWriter } from "../io/safetensors.ts";
 import type { Tokenizer } from "../io/tokenizer.ts";
 import { loadTokenizerFor } from "../models/gguf-loader.ts";
-import { loadModel } from "../models/index.ts";
+import { createModel, loadModel } from "../models/index.ts";
 import type { Model } from "../models/model.ts";
 import { METRICS_FILE, MetricsLog, readMetrics, TrainingProgress, writeReport, type MetricsRecord, type ReportTable } from "../report/index.ts";
 import { trainingTasks, type TrainConfig } from "./config.ts";
@@ -66,7 +67,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
 
   const backend = await Backend.open({ device: config.device, threads: config.threads });
   const tokenizer = loadTokenizerFor(config.model, backend);
-  const model = loadModel(backend, config.model, { weightDtype: config.method === "full" ? "f32" : config.base_dtype });
+  const model = config.init === "random" ? freshModel(backend, config.model, config.train.seed) : loadModel(backend, config.model, { weightDtype: config.method === "full" ? "f32" : config.base_dtype });
   const t = config.train;
   const tasks = trainingTasks(config).map((task) => ({
     ...task,
@@ -180,6 +181,13 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
     model.free();
     backend.close();
   }
+}
+
+/** A model of the folder's config.json with fresh weights, for pretraining. */
+function freshModel(backend: Backend, dir: string, seed: number): Model {
+  const model = createModel(backend, loadConfig(dir));
+  model.initialize(seed);
+  return model;
 }
 
 /** metrics.jsonl keys "<prefix>/<name>". */
