@@ -33,7 +33,22 @@ write(path.join(here, "gsm8k", "eval-200.jsonl"), `${gsm8k.slice(0, 200).join("\
 write(path.join(here, "gsm8k", "fewshot-50.jsonl"), `${gsm8k.slice(200).join("\n")}\n`);
 fs.copyFileSync(path.join(source, "gsm8k", "LICENSE"), path.join(here, "gsm8k", "LICENSE"));
 
-// extreme-digit: the demo's held-out set (500 rows, seed 2) and 200 rows of its training stream (seed 1).
-writeSyntheticTask("extreme-digit", path.join(here, "extreme-digit", "test.jsonl"), 500, 2);
-writeSyntheticTask("extreme-digit", path.join(here, "extreme-digit", "train-200.jsonl"), 200, 1);
-process.stdout.write("extreme-digit: test.jsonl (500 rows, seed 2), train-200.jsonl (200 rows, seed 1)\n");
+// Generated tasks (src/data/synthetic.ts): a clean held-out set (seed 2) and 200 rows of the training
+// stream for demonstrations (seed 1). extreme-digit's held-out set is the demo's (500 rows, seed 2).
+const generated: { task: string; generator: string; testRows: number; options?: Record<string, unknown> }[] = [
+  { task: "extreme-digit", generator: "extreme-digit", testRows: 500 },
+  { task: "digit-parity", generator: "digit-parity", testRows: 300 },
+  { task: "is-sorted", generator: "is-sorted", testRows: 300 },
+  { task: "sequence-reverse", generator: "sequence", testRows: 300, options: { op: "reverse" } },
+  { task: "tint-sum", generator: "tint", testRows: 300, options: { fn: "sum" } },
+  // Every fact of the default knowledge base (100 facts) asked once.
+  { task: "kv-recall", generator: "kv-recall", testRows: 100 },
+];
+for (const { task, generator, testRows, options } of generated) {
+  writeSyntheticTask(generator, path.join(here, task, "test.jsonl"), testRows, 2, options);
+  writeSyntheticTask(generator, path.join(here, task, "train-200.jsonl"), 200, 1, options);
+  process.stdout.write(`${task}: test.jsonl (${testRows} rows, seed 2), train-200.jsonl (200 rows, seed 1)\n`);
+}
+// kv-recall's knowledge itself, each fact stated once: the text to train into a model before asking.
+writeSyntheticTask("kv-recall", path.join(here, "kv-recall", "facts.jsonl"), 100, 1, { format: "fact" });
+process.stdout.write("kv-recall: facts.jsonl (100 facts)\n");

@@ -33,12 +33,19 @@ export function requireOption(values: Record<string, unknown>, name: string, usa
   return value;
 }
 
+/** An integer option ≥ min, or undefined when it is absent. */
+export function integerOption(values: Record<string, unknown>, name: string, min: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
+  return n;
+}
+
 export async function openBackend(values: { device?: string; threads?: string }): Promise<Backend> {
   const device = (values.device ?? "cpu") as DeviceChoice;
   if (!DEVICE_CHOICES.includes(device)) throw new Error(`--device must be one of ${DEVICE_CHOICES.join(", ")}, got "${values.device}"`);
-  const threads = values.threads === undefined ? undefined : Number(values.threads);
-  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) throw new Error(`--threads must be a positive integer, got "${values.threads}"`);
-  return Backend.open({ device, threads });
+  return Backend.open({ device, threads: integerOption(values, "threads", 1) });
 }
 
 /** 5GB, 500MB, 2GiB or a byte count. */

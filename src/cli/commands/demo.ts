@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 import { SYNTHETIC_TASKS, writeSyntheticTask } from "../../data/synthetic.ts";
 import { trainConfigSchema } from "../../train/config.ts";
 import { runTraining } from "../../train/run.ts";
-import { parseCommand } from "../options.ts";
+import { integerOption, parseCommand } from "../options.ts";
 import type { Command } from "./index.ts";
 
 const USAGE = `Usage: tasktune demo [--out DIR] [--steps N]
@@ -25,8 +25,7 @@ export const demoCommand: Command = {
   native: true,
   async run(args) {
     const { values } = parseCommand(args, { out: { type: "string" }, steps: { type: "string" }, help: { type: "boolean", short: "h" } }, USAGE);
-    const steps = Number(values.steps ?? 400);
-    if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got "${values.steps}"`);
+    const steps = integerOption(values, "steps", 1) ?? 400;
     const out = path.resolve(values.out ?? path.join("runs", "demo"));
     const train = writeSyntheticTask(TASK, path.join(out, "data", "train.jsonl"), 6000, 1);
     const dev = writeSyntheticTask(TASK, path.join(out, "data", "dev.jsonl"), 500, 2);

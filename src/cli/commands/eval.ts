@@ -4,7 +4,7 @@ import { evaluateForgetting, forgettingSummary, formatForgettingTable, writeForg
 import { evaluateCheckpoint, formatResultsTable, type EvalOptions } from "../../eval/run.ts";
 import { builtinTaskNames, resolveTasks } from "../../eval/tasks/config.ts";
 import { writeFileAtomic } from "../../io/files.ts";
-import { DEVICE_OPTIONS, DEVICE_USAGE, openBackend, parseCommand, requireOption } from "../options.ts";
+import { DEVICE_OPTIONS, DEVICE_USAGE, integerOption, openBackend, parseCommand, requireOption } from "../options.ts";
 import type { Command } from "./index.ts";
 
 const USAGE = `Usage: tasktune eval --model <dir> [--adapter <dir>] --tasks <t1,t2|file.yaml> [options]
@@ -29,14 +29,6 @@ and writes report.html.
   --target TASK         with --compare: the task the model was tuned for; the others are held out
   --report FILE         with --compare: where to write the HTML report (default report.html)
 ${DEVICE_USAGE}`;
-
-function integerOption(values: Record<string, unknown>, name: string, min: number): number | undefined {
-  const raw = values[name];
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
-  return n;
-}
 
 export const evalCommand: Command = {
   summary: "score a model (or base vs tuned: forgetting) on tasks: accuracy, exact match, F1, ROUGE-L",

@@ -1,8 +1,10 @@
+import { compareCommand } from "./compare.ts";
 import { demoCommand } from "./demo.ts";
 import { devicesCommand } from "./devices.ts";
 import { evalCommand } from "./eval.ts";
 import { exportCommand } from "./export.ts";
 import { forwardCommand } from "./forward.ts";
+import { generateCommand } from "./generate.ts";
 import { inspectCommand } from "./inspect.ts";
 import { mergeCommand } from "./merge.ts";
 import { trainCommand } from "./train.ts";
@@ -19,6 +21,8 @@ export const COMMANDS: Record<string, Command> = {
   demo: demoCommand,
   train: trainCommand,
   eval: evalCommand,
+  generate: generateCommand,
+  compare: compareCommand,
   forward: forwardCommand,
   merge: mergeCommand,
   export: exportCommand,
