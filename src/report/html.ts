@@ -19,6 +19,25 @@ export interface ReportInput {
   metrics: readonly MetricsRecord[];
   tables?: ReportTable[];
   notes?: string[];
+  /** Scatter charts drawn beside the metric charts (a comparison of methods has no step axis). */
+  scatters?: ScatterChart[];
+}
+
+/**
+ * A scatter chart: one colour per series, each point with optional error bars ([low, high] on
+ * either axis), and faint sample points (the observations a point summarises, e.g. one per seed).
+ */
+export interface ScatterChart {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: ScatterSeries[];
+}
+
+export interface ScatterSeries {
+  label: string;
+  points: { x: number; y: number; xRange?: [number, number]; yRange?: [number, number] }[];
+  samples?: [number, number][];
 }
 
 /** One headline number of the summary. */
@@ -48,6 +67,7 @@ const LOWER_IS_BETTER = new Set(["loss", "perplexity", "ppl", "error", "err", "w
 export function renderReport(input: ReportInput): string {
   const metrics = [...input.metrics].sort((a, b) => a.step - b.step);
   const charts = chartSpecs(metrics);
+  const scatters = (input.scatters ?? []).map((c) => ({ ...c, series: c.series.map((s, i) => ({ ...s, color: PALETTE[i % PALETTE.length]! })) }));
   const title = escapeHtml(input.title);
   const summary = summarizeMetrics(metrics)
     .map(({ label, value, detail }) =>
@@ -57,10 +77,11 @@ export function renderReport(input: ReportInput): string {
   const notes = input.notes?.length
     ? `<section class="card notes"><h2>Notes</h2><ul>${input.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join("")}</ul></section>`
     : "";
-  const chartCards = charts.length
-    ? `<div class="charts">${charts
-      .map((c, i) => `<section class="card chart"><h3>${escapeHtml(c.title)}</h3><div class="canvas-box"><canvas id="chart-${i}"></canvas></div></section>`)
-      .join("\n")}</div>`
+  const chartCard = (chartTitle: string, id: string) =>
+    `<section class="card chart"><h3>${escapeHtml(chartTitle)}</h3><div class="canvas-box"><canvas id="${id}"></canvas></div></section>`;
+  const cards = [...charts.map((c, i) => chartCard(c.title, `chart-${i}`)), ...scatters.map((c, i) => chartCard(c.title, `scatter-${i}`))];
+  const chartCards = cards.length
+    ? `<div class="charts">${cards.join("\n")}</div>`
     : `<section class="card"><p class="empty">No metrics recorded.</p></section>`;
   const tables = (input.tables ?? []).map(renderTable).join("\n");
   const config = escapeHtml(toYaml(input.config, { lineWidth: 0 }).trimEnd());
@@ -78,13 +99,13 @@ export function renderReport(input: ReportInput): string {
 <header><h1>${title}</h1><p class="subtitle">tasktune ${metrics.length ? `training report · ${metrics.length} metric records` : "report"}</p></header>
 ${metrics.length ? `<section class="summary">${summary}</section>` : ""}
 ${notes}
-${metrics.length || !tables ? `<h2>Charts</h2>\n${chartCards}` : ""}
+${cards.length || metrics.length || !tables ? `<h2>Charts</h2>\n${chartCards}` : ""}
 ${tables ? `<h2>Tables</h2>\n${tables}` : ""}
 <h2>Configuration</h2>
 <section class="card"><pre class="config">${config}</pre></section>
 </main>
 <noscript><p class="empty">Charts need JavaScript.</p></noscript>
-<script type="application/json" id="report-data">${jsonForScript({ charts, steps: stepRange(metrics) })}</script>
+<script type="application/json" id="report-data">${jsonForScript({ charts, scatters, steps: stepRange(metrics) })}</script>
 <script>${chartLibrary()}</script>
 <script>${CHART_SCRIPT}</script>
 </body>
@@ -345,6 +366,38 @@ const CHART_SCRIPT = `
             labels: { boxWidth: 12, boxHeight: 2, sort: function (a, b) { return a.datasetIndex - b.datasetIndex; } }
           },
           tooltip: { callbacks: { label: function (c) { return c.dataset.label + ": " + fmt(c.parsed.y, spec.scientific); } } }
+        }
+      }
+    });
+  });
+  // Chart.js has no error bars: each bar is a two-point line dataset, kept out of legend and tooltips.
+  data.scatters.forEach(function (spec, i) {
+    var datasets = [];
+    spec.series.forEach(function (s) {
+      datasets.push({ label: s.label, data: s.points.map(function (p) { return { x: p.x, y: p.y }; }),
+        backgroundColor: s.color, borderColor: s.color, pointRadius: 6, pointHoverRadius: 7, order: 0 });
+      if (s.samples && s.samples.length) {
+        datasets.push({ label: s.label + " (one run)", data: s.samples.map(function (p) { return { x: p[0], y: p[1] }; }),
+          backgroundColor: s.color + "55", borderColor: s.color, borderWidth: 1, pointRadius: 3.5, order: 1, auxiliary: true, inTooltip: true });
+      }
+      s.points.forEach(function (p) {
+        [[p.xRange, function (v) { return { x: v, y: p.y }; }], [p.yRange, function (v) { return { x: p.x, y: v }; }]].forEach(function (bar) {
+          if (bar[0]) datasets.push({ data: bar[0].map(bar[1]), showLine: true, borderColor: s.color, borderWidth: 1.5, pointRadius: 0, pointHitRadius: 0, order: 2, auxiliary: true });
+        });
+      });
+    });
+    new Chart(document.getElementById("scatter-" + i), {
+      type: "scatter",
+      data: { datasets: datasets },
+      options: {
+        maintainAspectRatio: false,
+        scales: { x: { title: { display: true, text: spec.xLabel } }, y: { title: { display: true, text: spec.yLabel } } },
+        plugins: {
+          legend: { labels: { boxWidth: 10, filter: function (item, chart) { return !chart.datasets[item.datasetIndex].auxiliary; } } },
+          tooltip: {
+            filter: function (c) { return !c.dataset.auxiliary || c.dataset.inTooltip; },
+            callbacks: { label: function (c) { return c.dataset.label + ": (" + fmt(c.parsed.x) + ", " + fmt(c.parsed.y) + ")"; } }
+          }
         }
       }
     });

@@ -115,13 +115,17 @@ export function loadTrainConfig(file: string, overrides: string[] = []): TrainCo
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new FormatError(file, "expected a mapping of config keys");
   for (const override of overrides) applyOverride(raw as Record<string, unknown>, override);
+  return parseTrainConfig(raw, file, path.dirname(path.resolve(file)));
+}
+
+/** Validates a config mapping; errors name `file`, and relative paths resolve against `baseDir`. */
+export function parseTrainConfig(raw: unknown, file: string, baseDir: string): TrainConfig {
   const parsed = trainConfigSchema.safeParse(raw);
   if (!parsed.success) {
     throw new FormatError(file, parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; "));
   }
   const config = parsed.data;
-  const base = path.dirname(path.resolve(file));
-  const resolve = (p: string) => path.resolve(base, p);
+  const resolve = (p: string) => path.resolve(baseDir, p);
   const problems = dataProblems(config);
   if (problems.length) throw new FormatError(file, problems.join("; "));
   const { data } = config;
