@@ -215,6 +215,7 @@ const BUNDLED = [
   { task: "is-sorted", generator: "is-sorted", rows: 300, options: {} },
   { task: "sequence-reverse", generator: "sequence", rows: 300, options: { op: "reverse" } },
   { task: "tint-sum", generator: "tint", rows: 300, options: { fn: "sum" } },
+  { task: "tint-count", generator: "tint", rows: 300, options: { fn: "count" } },
   { task: "kv-recall", generator: "kv-recall", rows: 100, options: {} },
 ];
 
@@ -255,5 +256,5 @@ test("tasktune eval runs every generated task on the bundled tiny model", () => 
     "--limit", "3", "--fewshot", "1", "--threads", "1", "--out", out], { encoding: "utf8" });
   assert.equal(run.status, 0, run.stderr);
   const results = JSON.parse(readFileSync(out, "utf8")) as { tasks: { task: string; n: number; metrics: Record<string, { value: number }> }[] };
-  assert.deepEqual(results.tasks.map((t) => [t.task, t.n, Object.keys(t.metrics)]), BUNDLED.map((b) => [b.task, 3, [b.task === "tint-sum" || b.task === "sequence-reverse" ? "exact_match" : "acc"]]));
+  assert.deepEqual(results.tasks.map((t) => [t.task, t.n, Object.keys(t.metrics)]), BUNDLED.map((b) => [b.task, 3, [b.task.startsWith("tint-") || b.task === "sequence-reverse" ? "exact_match" : "acc"]]));
 });
