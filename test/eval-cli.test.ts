@@ -70,7 +70,7 @@ test("tasktune eval --compare writes report.html with the comparison and both mo
 
 test("tasktune eval names bad options and unknown tasks", () => {
   assert.match(tasktune("eval", "--tasks", "sst2").stderr, /--model is required/);
-  assert.match(tasktune("eval", "--model", "m", "--tasks", "sst9").stderr, /unknown task "sst9": not a built-in task \(digit-parity, extreme-digit, gsm8k, is-sorted, kv-recall, sequence-reverse, sst2, sst5, tint-count, tint-sum\)/);
+  assert.match(tasktune("eval", "--model", "m", "--tasks", "sst9").stderr, /unknown task "sst9": not a built-in task \(digit-parity, extreme-digit, gsm8k, is-sorted, kv-recall, sequence-reverse, sst2, sst5, tint-min, tint-sum\)/);
   assert.match(tasktune("eval", "--model", "m", "--tasks", "sst2", "--fewshot", "1.5").stderr, /--fewshot must be an integer ≥ 0, got "1\.5"/);
   assert.match(tasktune("eval", "--compare", "a", "--tasks", "sst2").stderr, /--compare takes two folders/);
   assert.match(tasktune("eval", "--model", "m", "--tasks", "sst2", "--target", "sst2").stderr, /--target and --report go with --compare/);

@@ -121,7 +121,7 @@ test("templates: Jinja over row fields, strict about unknown variables", () => {
 });
 
 test("built-in tasks load, with their bundled data", () => {
-  assert.deepEqual(builtinTaskNames(), ["digit-parity", "extreme-digit", "gsm8k", "is-sorted", "kv-recall", "sequence-reverse", "sst2", "sst5", "tint-count", "tint-sum"]);
+  assert.deepEqual(builtinTaskNames(), ["digit-parity", "extreme-digit", "gsm8k", "is-sorted", "kv-recall", "sequence-reverse", "sst2", "sst5", "tint-min", "tint-sum"]);
   const tasks = resolveTasks("sst2,sst5,gsm8k,extreme-digit");
   const sizes = Object.fromEntries(tasks.map((t) => [t.task, loadDocuments(t, t.data).length]));
   assert.deepEqual(sizes, { sst2: 872, sst5: 1101, gsm8k: 200, "extreme-digit": 500 });
@@ -138,7 +138,7 @@ test("built-in tasks load, with their bundled data", () => {
   assert.deepEqual(gsm8k.generation.until, ["Question:", "\n\n"]);
   // a task file by path works the same as a name
   assert.equal(resolveTasks(path.join(BUILTIN_TASK_DIR, "sst2.yaml"))[0].data, sst2.data);
-  assert.throws(() => resolveTasks("sst3"), /unknown task "sst3": not a built-in task \(digit-parity, extreme-digit, gsm8k, is-sorted, kv-recall, sequence-reverse, sst2, sst5, tint-count, tint-sum\)/);
+  assert.throws(() => resolveTasks("sst3"), /unknown task "sst3": not a built-in task \(digit-parity, extreme-digit, gsm8k, is-sorted, kv-recall, sequence-reverse, sst2, sst5, tint-min, tint-sum\)/);
   assert.throws(() => resolveTasks("sst2,sst2"), /task "sst2" is given twice/);
 });
 

@@ -62,6 +62,7 @@ test("TInt: clean traces are each function's running value, and the answer is th
     sum: (items) => items.map((_, i) => items.slice(0, i + 1).reduce((a, b) => a + b) % 7),
     product: (items) => items.map((_, i) => items.slice(0, i + 1).reduce((a, b) => a * b) % 7),
     max: (items) => items.map((_, i) => Math.max(...items.slice(0, i + 1))),
+    min: (items) => items.map((_, i) => Math.min(...items.slice(0, i + 1))),
     count: (items, label) => items.map((_, i) => items.slice(0, i + 1).filter((x) => x === Number(label.split(" ")[1])).length),
   };
   for (const [fn, expected] of Object.entries(reference)) {
@@ -74,7 +75,7 @@ test("TInt: clean traces are each function's running value, and the answer is th
       assert.ok(items.length >= 2 && items.length <= 6 && items.every((x) => x >= 1 && x <= 12));
       assert.equal(row.noised, undefined, "clean rows carry no noise fields");
     }
-    assert.equal(parseTint(rows[0]).label, { sum: "Sum mod 7", product: "Product mod 7", max: "Max", count: parseTint(rows[0]).label }[fn]);
+    assert.equal(parseTint(rows[0]).label, { sum: "Sum mod 7", product: "Product mod 7", max: "Max", min: "Min", count: parseTint(rows[0]).label }[fn]);
   }
   // counting looks for one of the list's own items
   for (const row of syntheticRows("tint", 50, 1, { fn: "count" })) {
@@ -215,7 +216,7 @@ const BUNDLED = [
   { task: "is-sorted", generator: "is-sorted", rows: 300, options: {} },
   { task: "sequence-reverse", generator: "sequence", rows: 300, options: { op: "reverse" } },
   { task: "tint-sum", generator: "tint", rows: 300, options: { fn: "sum" } },
-  { task: "tint-count", generator: "tint", rows: 300, options: { fn: "count" } },
+  { task: "tint-min", generator: "tint", rows: 300, options: { fn: "min" } },
   { task: "kv-recall", generator: "kv-recall", rows: 100, options: {} },
 ];
 

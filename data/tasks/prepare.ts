@@ -41,7 +41,7 @@ const generated: { task: string; generator: string; testRows: number; options?: 
   { task: "is-sorted", generator: "is-sorted", testRows: 300 },
   { task: "sequence-reverse", generator: "sequence", testRows: 300, options: { op: "reverse" } },
   { task: "tint-sum", generator: "tint", testRows: 300, options: { fn: "sum" } },
-  { task: "tint-count", generator: "tint", testRows: 300, options: { fn: "count" } },
+  { task: "tint-min", generator: "tint", testRows: 300, options: { fn: "min" } },
   // Every fact of the default knowledge base (100 facts) asked once.
   { task: "kv-recall", generator: "kv-recall", testRows: 100 },
 ];

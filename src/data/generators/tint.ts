@@ -19,10 +19,11 @@ interface TracedFunction {
   range(o: TintOptions, i: number): [number, number];
 }
 
-const FUNCTIONS: Record<"sum" | "product" | "max" | "count", TracedFunction> = {
+const FUNCTIONS: Record<"sum" | "product" | "max" | "min" | "count", TracedFunction> = {
   sum: { label: (o) => `Sum mod ${o.modulus}`, initial: 0, step: (o, p, x) => (p + x) % o.modulus, range: (o) => [0, o.modulus - 1] },
   product: { label: (o) => `Product mod ${o.modulus}`, initial: 1, step: (o, p, x) => (p * x) % o.modulus, range: (o) => [0, o.modulus - 1] },
   max: { label: () => "Max", initial: -Infinity, step: (_, p, x) => Math.max(p, x), range: (o) => [o.min_value, o.max_value] },
+  min: { label: () => "Min", initial: Infinity, step: (_, p, x) => Math.min(p, x), range: (o) => [o.min_value, o.max_value] },
   // How many of the items so far equal the target (one of the list's items).
   count: { label: (_, t) => `Count ${t}`, initial: 0, step: (_, p, x, t) => p + (x === t ? 1 : 0), range: (_, i) => [0, i + 1] },
 };
@@ -34,7 +35,7 @@ const noiseOptions = z.strictObject({
 });
 
 const tintOptions = checkLengths(z.strictObject({
-  fn: z.enum(keysOf(FUNCTIONS)).default("sum").describe("running sum or product (mod modulus), running max, or running count of one of the items"),
+  fn: z.enum(keysOf(FUNCTIONS)).default("sum").describe("running sum or product (mod modulus), running max or min, or running count of one of the items"),
   modulus: z.number().int().min(2).max(1000).default(10).describe("sum and product are taken mod this"),
   ...lengthOptions(4, 8),
   min_value: z.number().int().min(0).max(999).default(0).describe("smallest item"),
