@@ -2,7 +2,7 @@
 // buffer that is reused across computes. Every op checks shapes and types here first, because
 // ggml reports the same mistakes by aborting the process.
 import type { Backend } from "./backend.ts";
-import { GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, type Ptr } from "./native.ts";
+import { copyOp, GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, type Ptr } from "./native.ts";
 import { TensorStore } from "./store.ts";
 import { GGML_TYPE, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
 
@@ -40,9 +40,22 @@ function canRepeat(small: Tensor, big: Tensor): boolean {
   return small.ne.every((n, i) => big.ne[i] % n === 0);
 }
 
+/**
+ * OUT_PROD over a first operand narrower than this (a LoRA rank) runs 4-6x slower than the same
+ * product arranged with the wide operand first (bench/matmul-micro.ts narrow); from 64 on it is
+ * as fast as the alternatives.
+ */
+const NARROW_OUT_PROD = 64;
+
 export class Graph {
   private readonly ctx: Ptr;
+  /** The graph as built: after backward(), ggml's gradient table lives here (grad()). */
   private readonly graph: Ptr;
+  /** The graph that is allocated and computed: `graph`, or its rewrite after backward(). */
+  private exec: Ptr;
+  private readonly maxNodes: number;
+  /** OUT_PROD nodes of the backward pass computed another way (see rewriteNarrowOutProducts). */
+  rewrittenOutProducts = 0;
   private galloc: Ptr = 0n;
   private readonly outputs: Tensor[] = [];
   /** Small persistent tensors the graph owns (the loss seed of the backward pass). */
@@ -56,10 +69,14 @@ export class Graph {
     const grads = options.grads ?? false;
     // Each node needs a tensor header; a backward pass roughly triples the node count.
     const tensors = maxNodes * (grads ? 4 : 2);
-    const memSize = tensors * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead_custom(maxNodes, grads);
+    // With gradients, backward() adds a second, rewritten graph without gradient tables.
+    const memSize = tensors * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead_custom(maxNodes, grads) +
+      (grads ? ggml.ggml_graph_overhead_custom(maxNodes, false) : 0);
     this.ctx = ggml.ggml_init({ mem_size: memSize, mem_buffer: null, no_alloc: true });
     if (!this.ctx) throw new Error("ggml_init failed for a graph context");
     this.graph = ggml.ggml_new_graph_custom(this.ctx, maxNodes, grads);
+    this.exec = this.graph;
+    this.maxNodes = maxNodes;
     this.own = new TensorStore(backend, "graph", 16);
   }
 
@@ -201,6 +218,17 @@ export class Graph {
     return this.wrap(this.ggml.ggml_mul_mat(this.ctx, a.ptr, b.ptr));
   }
 
+  /**
+   * ggml_out_prod: a [n, k, ...] and b [m, k, ...] give [n, m, ...], out[i, j] = sum_l a[i, l] b[j, l]
+   * (what ggml's autograd emits for mul_mat's gradients; it has no backward of its own).
+   */
+  outProd(a: Tensor, b: Tensor): Tensor {
+    if (a.ne[1] !== b.ne[1]) this.fail("outProd", `shared dims differ (${a.ne[1]} vs ${b.ne[1]})`, a, b);
+    if (b.ne[2] % a.ne[2] !== 0 || b.ne[3] % a.ne[3] !== 0) this.fail("outProd", "a's batch dims must divide b's", a, b);
+    this.requireFloat("outProd", a, b);
+    return this.wrap(this.ggml.ggml_out_prod(this.ctx, a.ptr, b.ptr));
+  }
+
   /** Rows of a (any dtype, dequantised to f32) picked by i32 indices: [n0, rows] x [k] -> [n0, k]. */
   getRows(a: Tensor, indices: Tensor): Tensor {
     if (indices.dtype !== "i32") this.fail("getRows", "indices must be i32", indices);
@@ -310,13 +338,19 @@ export class Graph {
     if (this.built) throw new Error("output: the graph is already allocated");
     this.ggml.ggml_set_output(t.ptr);
     this.ggml.ggml_build_forward_expand(this.graph, t.ptr);
+    if (this.exec !== this.graph) this.ggml.ggml_build_forward_expand(this.exec, t.ptr);
     this.outputs.push(t);
     return t;
   }
 
+  /** The nodes that compute() runs, in order. */
   get nodes(): Tensor[] {
-    const n = this.ggml.ggml_graph_n_nodes(this.graph);
-    return Array.from({ length: n }, (_, i) => this.wrap(this.ggml.ggml_graph_node(this.graph, i)));
+    return this.nodesOf(this.exec);
+  }
+
+  private nodesOf(graph: Ptr): Tensor[] {
+    const n = this.ggml.ggml_graph_n_nodes(graph);
+    return Array.from({ length: n }, (_, i) => this.wrap(this.ggml.ggml_graph_node(graph, i)));
   }
 
   /**
@@ -350,7 +384,46 @@ export class Graph {
       });
     }
     ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
+    this.rewriteNarrowOutProducts();
     this.protectSoftmaxOutputs();
+  }
+
+  /**
+   * ggml's backward of mul_mat emits OUT_PROD for both operands' gradients. With a narrow first
+   * operand (n < NARROW_OUT_PROD: LoRA's rank-r factors) the CPU kernel runs 4-6x slower than the
+   * same product arranged otherwise, so such nodes are rewritten in place:
+   * - out_prod(a [n, k], b [m, k]) (a weight gradient) becomes cont(transpose(out_prod(b, a)));
+   * - out_prod(a [n, k], transpose(g [k, m])) (an input gradient) becomes mul_mat(cont(transpose(a)), g).
+   * Each node keeps its identity (gradient table, accumulators, flags) and computes the same
+   * values; the computed graph is rebuilt in the original order with the new operands before
+   * their users. Only plain matrices are rewritten (attention's batched products are left alone).
+   */
+  private rewriteNarrowOutProducts(): void {
+    const { ggml, ctx } = this;
+    const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
+    const nodes = this.nodesOf(this.graph);
+    for (const node of nodes) {
+      if (ggml.ggml_op_desc(node.ptr) !== "OUT_PROD") continue;
+      const a = node.source(0);
+      const b = node.source(1);
+      if (!matrix(a) || !matrix(b) || a.ne[0] >= NARROW_OUT_PROD || !a.isContiguous) continue;
+      let replacement: Ptr;
+      if (b.isContiguous && b.ne[0] > a.ne[0]) {
+        replacement = ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, ggml.ggml_out_prod(ctx, b.ptr, a.ptr)));
+      } else if (ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" && b.source(0).isContiguous) {
+        replacement = ggml.ggml_mul_mat(ctx, ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, a.ptr)), b.source(0).ptr);
+      } else {
+        continue;
+      }
+      const r = this.wrap(replacement);
+      if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", "internal: an out_prod rewrite changed the shape", node, r);
+      copyOp(node.ptr, replacement);
+      this.rewrittenOutProducts++;
+    }
+    if (this.rewrittenOutProducts === 0) return;
+    // Re-expanding every node in the old order puts each new operand right before its first user.
+    this.exec = ggml.ggml_new_graph_custom(ctx, this.maxNodes, false);
+    for (const node of nodes) ggml.ggml_build_forward_expand(this.exec, node.ptr);
   }
 
   /**
@@ -386,7 +459,7 @@ export class Graph {
       throw new Error(`${this.backend.device.name} cannot run: ${ops.join("; ")} (a frozen weight type this backend cannot differentiate through? try f32, f16 or q8_0)`);
     }
     this.galloc = ggml.ggml_gallocr_new(this.backend.defaultBufferType);
-    if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.graph)) {
+    if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.exec)) {
       throw new Error(`could not allocate the graph's ${nodes.length} nodes on ${this.backend.device.name}`);
     }
     this.built = true;
@@ -399,8 +472,58 @@ export class Graph {
 
   compute(): void {
     if (!this.built) this.allocate();
-    const status = this.ggml.ggml_backend_graph_compute(this.backend.handle, this.graph);
+    const status = this.ggml.ggml_backend_graph_compute(this.backend.handle, this.exec);
     if (status !== GGML_STATUS_SUCCESS) throw new Error(`graph compute failed with ggml status ${status}`);
+  }
+
+  /**
+   * Time per op type: computes the allocated graph once node by node, in graph order (so every
+   * node reads what it would read in a full compute), `runs` times; per node the median less the
+   * cost of computing an empty-work node (the per-compute overhead). Keys are ggml op names, with
+   * MUL_MAT and OUT_PROD split by operand shape. `setInputs` runs before each pass (the allocator
+   * may have reused input memory). For profiling only: slower than compute().
+   */
+  profile(runs = 3, setInputs?: () => void): Map<string, { ms: number; count: number }> {
+    if (!this.built) this.allocate();
+    const { ggml } = this;
+    const nodes = this.nodes;
+    const ctx = ggml.ggml_init({ mem_size: ggml.ggml_graph_overhead_custom(1, false) + 1024, mem_buffer: null, no_alloc: true });
+    const one = ggml.ggml_new_graph_custom(ctx, 1, false);
+    const samples = nodes.map(() => [] as number[]);
+    try {
+      for (let r = 0; r < runs; r++) {
+        setInputs?.();
+        nodes.forEach((node, i) => {
+          ggml.ggml_graph_clear(one);
+          ggml.ggml_graph_add_node(one, node.ptr);
+          const t0 = performance.now();
+          ggml.ggml_backend_graph_compute(this.backend.handle, one);
+          samples[i].push(performance.now() - t0);
+        });
+      }
+    } finally {
+      ggml.ggml_free(ctx);
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const perNode = samples.map(median);
+    // Views, reshapes and the like do no work: their time is the overhead of one compute call.
+    const free = nodes.map((n, i) => [ggml.ggml_op_desc(n.ptr), perNode[i]] as const)
+      .filter(([op]) => ["VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE", "NONE"].includes(op)).map(([, ms]) => ms);
+    const overhead = free.length ? median(free) : 0;
+    const out = new Map<string, { ms: number; count: number }>();
+    nodes.forEach((node, i) => {
+      let key = ggml.ggml_op_desc(node.ptr);
+      if (key === "MUL_MAT" || key === "OUT_PROD") {
+        const a = node.source(0);
+        const b = node.source(1);
+        key += ` ${a.ne.slice(0, 2).join("x")} . ${b.ne.slice(0, 2).join("x")}${b.isContiguous ? "" : " (b strided)"}`;
+      }
+      const entry = out.get(key) ?? { ms: 0, count: 0 };
+      entry.ms += Math.max(0, perNode[i] - overhead);
+      entry.count++;
+      out.set(key, entry);
+    });
+    return out;
   }
 
   free(): void {
