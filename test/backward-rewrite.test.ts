@@ -1,0 +1,73 @@
+// The backward pass's narrow OUT_PROD rewrite (Graph.rewriteNarrowOutProducts): gradients of a
+// LoRA-shaped product y = B (A x) against float64 gradients computed by hand, with every operand
+// a variable so that both rewritten forms (weight gradient and input gradient) are exercised.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Graph } from "../src/engine/graph.ts";
+import { seededNormal } from "../src/engine/random.ts";
+import { TensorStore } from "../src/engine/store.ts";
+import { testBackend } from "./support/backend.ts";
+import { maxRelError } from "./support/gradcheck.ts";
+
+/** c [n, m] (ggml order, row i of length n) = sum_l a[l, i] b[l, j] for a [k, n], b [k, m]: ggml_mul_mat. */
+function mulMat64(a: Float64Array, b: Float64Array, k: number, n: number, m: number): Float64Array {
+  const c = new Float64Array(n * m);
+  for (let j = 0; j < m; j++) for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let l = 0; l < k; l++) s += a[i * k + l] * b[j * k + l];
+    c[j * n + i] = s;
+  }
+  return c;
+}
+
+/** Transpose of a ggml [n0, n1] matrix. */
+function transpose64(a: Float64Array, n0: number, n1: number): Float64Array {
+  const t = new Float64Array(a.length);
+  for (let j = 0; j < n1; j++) for (let i = 0; i < n0; i++) t[i * n1 + j] = a[j * n0 + i];
+  return t;
+}
+
+for (const [inp, r, out, tokens] of [[80, 4, 96, 70], [256, 16, 688, 64], [40, 8, 24, 10]]) {
+  test(`LoRA-shaped product in=${inp} r=${r} out=${out} T=${tokens}: gradients of every operand match float64`, async () => {
+    const backend = await testBackend();
+    const normal = seededNormal(inp + r);
+    const draw = (n: number) => Float64Array.from({ length: n }, () => normal());
+    const [a64, b64, x64, w64] = [draw(inp * r), draw(r * out), draw(inp * tokens), draw(out * tokens)];
+    const store = new TensorStore(backend, "rewrite test", 4);
+    const a = store.tensor("f32", [inp, r], "A");
+    const b = store.tensor("f32", [r, out], "B");
+    const x = store.tensor("f32", [inp, tokens], "x");
+    const w = store.tensor("f32", [out, tokens], "w");
+    store.allocate();
+    for (const [t, v] of [[a, a64], [b, b64], [x, x64], [w, w64]] as const) t.setAll(Float32Array.from(v));
+    const g = new Graph(backend, { grads: true });
+    try {
+      for (const t of [a, b, x]) g.param(t);
+      const h = g.mulMat(a, x); // [r, T]
+      const y = g.mulMat(b, h); // [out, T]
+      g.backward(g.sum(g.mul(y, w)));
+      const grads = [a, b, x].map((t) => g.grad(t));
+      g.allocate();
+      g.compute();
+      // L = sum(w * y): dy = w; dB = h dy^T, dh = B dy, dA = x dh^T, dx = A dh (ggml layouts).
+      const hRef = mulMat64(a64, x64, inp, r, tokens);
+      const dh = mulMat64(transpose64(b64, r, out), w64, out, r, tokens);
+      const want = [
+        mulMat64(transpose64(x64, inp, tokens), transpose64(dh, r, tokens), tokens, inp, r),
+        mulMat64(transpose64(hRef, r, tokens), transpose64(w64, out, tokens), tokens, r, out),
+        mulMat64(transpose64(a64, inp, r), dh, r, inp, tokens),
+      ];
+      grads.forEach((t, i) => {
+        const scale = Math.max(...want[i].map(Math.abs));
+        const err = maxRelError(t.getF32(), want[i], scale);
+        assert.ok(err < 1e-5, `${["dA", "dB", "dx"][i]}: error ${err} relative to the largest entry`);
+      });
+      // r is narrow, so dB (weight gradient) and dh (input gradient) are rewritten; with a narrow
+      // input dimension, dx (out_prod over A [in, r]) too.
+      assert.equal(g.rewrittenOutProducts, inp < 64 ? 3 : 2);
+    } finally {
+      g.free();
+      store.free();
+    }
+  });
+}
