@@ -11,6 +11,7 @@ const [which = "small", threadsArg = "2"] = process.argv.slice(2);
 const backend = await Backend.open({ device: "cpu", threads: Number(threadsArg) });
 const T = 512;
 const shapes: [string, number, number][] = [];
+if (!["small", "smollm", "head", "narrow", "wide", "all"].includes(which)) throw new Error(`unknown set ${which}: small, smollm, head, narrow, wide or all`);
 if (which === "small" || which === "all") {
   shapes.push(["attn 256x256", 256, 256], ["mlp up 256x688", 256, 688], ["mlp down 688x256", 688, 256], ["head 256x512", 256, 512],
     ["lora A 256x16", 256, 16], ["lora B 16x256", 16, 256], ["lora B 16x688", 16, 688], ["lora A 688x16", 688, 16]);
@@ -19,12 +20,15 @@ if (which === "smollm" || which === "all") {
   shapes.push(["attn 576x576", 576, 576], ["kv 576x192", 576, 192], ["mlp up 576x1536", 576, 1536], ["mlp down 1536x576", 1536, 576],
     ["lora A 576x16", 576, 16], ["lora B 16x1536", 16, 1536]);
 }
+if (which === "head" || which === "all") {
+  shapes.push(["head 576x49152", 576, 49152]);
+}
 
 const normal = seededNormal(1);
 const fill = (t: Tensor) => t.setAll(Float32Array.from({ length: t.elements }, () => normal()));
 
 /** Median ms of one op, computed `reps` times in one graph (amortising the per-compute overhead). */
-function time(build: (g: Graph) => Tensor, reps: number, runs = 7): number {
+function time(build: (g: Graph) => Tensor, reps: number, runs = reps > 2 ? 7 : 3): number {
   const g = new Graph(backend, { maxNodes: 8 * reps + 16 });
   try {
     for (let i = 0; i < reps; i++) g.output(build(g));
@@ -62,6 +66,33 @@ if (which === "narrow") {
       weight_grad_swapped: gf(time((g) => g.cont(g.transpose(g.outProd(b, a))), reps)),
       input_grad_outprod: gf(time((g) => g.outProd(a, g.transpose(gk)), reps)),
       input_grad_mulmat: gf(time((g) => g.mulMat(g.cont(g.transpose(a)), gk), reps)),
+    })}\n`);
+    store.free();
+  }
+}
+
+if (which === "wide") {
+  // The same two gradient forms with a wide first operand: a [n, k] is a weight [in, out] (input
+  // gradient, b = transpose(g [k, m]), m tokens) or activations [in, tokens] (weight gradient,
+  // b [m, k] = upstream gradient [out, tokens]).
+  for (const [n, k, m] of [[688, 256, 512], [1024, 576, 512], [1536, 576, 512], [2048, 2048, 512], [4096, 1024, 512], [8192, 2048, 512]]) {
+    const store = new TensorStore(backend, "wide", 6);
+    const w = store.tensor("f32", [n, k], "w");
+    const gk = store.tensor("f32", [k, m], "g");
+    const x = store.tensor("f32", [n, m], "x");
+    const gy = store.tensor("f32", [k, m], "gy");
+    store.allocate();
+    for (const t of [w, gk, x, gy]) fill(t);
+    const flop = 2 * n * m * k;
+    const reps = Math.max(2, Math.min(40, Math.round(1e9 / flop)));
+    const gf = (ms: number) => `${(flop / ms / 1e6).toFixed(1)} (${ms.toFixed(2)}ms)`;
+    process.stdout.write(`${JSON.stringify({
+      "n, k, m": `${n}, ${k}, ${m}`,
+      input_grad_outprod: gf(time((g) => g.outProd(w, g.transpose(gk)), reps)),
+      input_grad_mulmat_cont: gf(time((g) => g.mulMat(g.cont(g.transpose(w)), gk), reps)),
+      weight_grad_outprod: gf(time((g) => g.outProd(x, gy), reps)),
+      weight_grad_swapped: gf(time((g) => g.cont(g.transpose(g.outProd(gy, x))), reps)),
+      weight_grad_mulmat_conts: gf(time((g) => g.mulMat(g.cont(g.transpose(x)), g.cont(g.transpose(gy))), reps)),
     })}\n`);
     store.free();
   }

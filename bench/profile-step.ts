@@ -1,6 +1,7 @@
 // Where a training step of a bench configuration spends its time: the whole step, the
 // forward+backward graph alone, and that graph's time per op type (Graph.profile).
-// Usage: node --import tsx bench/profile-step.ts <config name> [--json]
+// Usage: node --import tsx bench/profile-step.ts <config name> [--threads N] [--json]
+// (one thread gives steadier numbers on a shared machine: no spinning between workers)
 import { LoraAdapter } from "../src/adapters/lora.ts";
 import { loraConfig } from "../src/adapters/peft-config.ts";
 import { Backend } from "../src/engine/backend.ts";
@@ -15,7 +16,9 @@ import { BENCH_CONFIGS } from "./configs.ts";
 const config = BENCH_CONFIGS.find((c) => c.name === process.argv[2]);
 if (!config) throw new Error(`unknown bench config ${process.argv[2]} (one of ${BENCH_CONFIGS.map((c) => c.name).join(", ")})`);
 const { batchSize: B, seqLen: S } = config;
-const backend = await Backend.open({ device: "cpu", threads: config.threads });
+const threadsAt = process.argv.indexOf("--threads");
+const threads = threadsAt > 0 ? Number(process.argv[threadsAt + 1]) : config.threads;
+const backend = await Backend.open({ device: "cpu", threads });
 const model = createModel(backend, parseConfig({
   model_type: "llama", hidden_act: "silu", rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048, ...config.model,
 }, config.name));
@@ -55,14 +58,14 @@ const total = profile.reduce((s, [, v]) => s + v.ms, 0);
 const byOp = new Map<string, number>();
 for (const [key, v] of profile) byOp.set(key.split(" ")[0], (byOp.get(key.split(" ")[0]) ?? 0) + v.ms);
 const summary = {
-  name: config.name, step_ms: Number(median(steps).toFixed(1)), graph_compute_ms: Number(median(computes).toFixed(1)),
+  name: config.name, threads, step_ms: Number(median(steps).toFixed(1)), graph_compute_ms: Number(median(computes).toFixed(1)),
   nodes: graph.nodes.length, profiled_ms: Number(total.toFixed(1)),
   by_op: Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1]).map(([k, ms]) => [k, Number(ms.toFixed(1))])),
 };
 if (process.argv.includes("--json")) {
   process.stdout.write(`${JSON.stringify({ ...summary, detail: Object.fromEntries(profile.map(([k, v]) => [k, { ms: Number(v.ms.toFixed(2)), count: v.count }])) })}\n`);
 } else {
-  process.stdout.write(`${config.name}: step ${summary.step_ms} ms, forward+backward graph ${summary.graph_compute_ms} ms (${summary.nodes} nodes), ` +
+  process.stdout.write(`${config.name}, ${threads} threads: step ${summary.step_ms} ms, forward+backward graph ${summary.graph_compute_ms} ms (${summary.nodes} nodes), ` +
     `per-node sum ${summary.profiled_ms} ms\n`);
   for (const [op, ms] of byOp) process.stdout.write(`  ${op.padEnd(24)} ${ms.toFixed(1).padStart(8)} ms  ${(100 * ms / total).toFixed(1).padStart(5)}%\n`);
   process.stdout.write("detail (top 30):\n");

@@ -1,6 +1,6 @@
-// The backward pass's narrow OUT_PROD rewrite (Graph.rewriteNarrowOutProducts): gradients of a
-// LoRA-shaped product y = B (A x) against float64 gradients computed by hand, with every operand
-// a variable so that both rewritten forms (weight gradient and input gradient) are exercised.
+// The backward pass's OUT_PROD rewrite (Graph.rewriteSlowOutProducts): gradients of a two-factor
+// product y = B (A x) against float64 gradients computed by hand, with every operand a variable,
+// in shapes that exercise each rewritten form (LoRA ranks, 2 KiB-multiple rows, plain rows).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Graph } from "../src/engine/graph.ts";
@@ -27,8 +27,18 @@ function transpose64(a: Float64Array, n0: number, n1: number): Float64Array {
   return t;
 }
 
-for (const [inp, r, out, tokens] of [[80, 4, 96, 70], [256, 16, 688, 64], [40, 8, 24, 10]]) {
-  test(`LoRA-shaped product in=${inp} r=${r} out=${out} T=${tokens}: gradients of every operand match float64`, async () => {
+// [in, r, out, tokens] and the rewrites expected among the four OUT_PROD nodes (dA, dB, dh, dx).
+const CASES: [number[], Graph["outProdRewrites"]][] = [
+  [[80, 4, 96, 70], { swapped: 1, input_mul_mat: 1, weight_mul_mat: 0 }], // LoRA rank 4: dB, dh
+  [[256, 16, 688, 64], { swapped: 1, input_mul_mat: 1, weight_mul_mat: 0 }],
+  [[40, 8, 24, 10], { swapped: 1, input_mul_mat: 2, weight_mul_mat: 0 }], // narrow in: dx too
+  [[512, 4, 1024, 40], { swapped: 1, input_mul_mat: 2, weight_mul_mat: 1 }], // 2 KiB rows: dA, dx
+  [[1024, 96, 1536, 24], { swapped: 1, input_mul_mat: 1, weight_mul_mat: 0 }], // plain r: only dA, dx
+  [[40, 512, 1024, 16], { swapped: 1, input_mul_mat: 2, weight_mul_mat: 1 }], // dB over two slow widths
+];
+
+for (const [[inp, r, out, tokens], expected] of CASES) {
+  test(`y = B (A x), in=${inp} r=${r} out=${out} T=${tokens}: gradients of every operand match float64`, async () => {
     const backend = await testBackend();
     const normal = seededNormal(inp + r);
     const draw = (n: number) => Float64Array.from({ length: n }, () => normal());
@@ -58,13 +68,11 @@ for (const [inp, r, out, tokens] of [[80, 4, 96, 70], [256, 16, 688, 64], [40, 8
         mulMat64(transpose64(a64, inp, r), dh, r, inp, tokens),
       ];
       grads.forEach((t, i) => {
-        const scale = Math.max(...want[i].map(Math.abs));
+        const scale = want[i].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
         const err = maxRelError(t.getF32(), want[i], scale);
         assert.ok(err < 1e-5, `${["dA", "dB", "dx"][i]}: error ${err} relative to the largest entry`);
       });
-      // r is narrow, so dB (weight gradient) and dh (input gradient) are rewritten; with a narrow
-      // input dimension, dx (out_prod over A [in, r]) too.
-      assert.equal(g.rewrittenOutProducts, inp < 64 ? 3 : 2);
+      assert.deepEqual(g.outProdRewrites, expected);
     } finally {
       g.free();
       store.free();

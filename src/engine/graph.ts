@@ -41,11 +41,31 @@ function canRepeat(small: Tensor, big: Tensor): boolean {
 }
 
 /**
- * OUT_PROD over a first operand narrower than this (a LoRA rank) runs 4-6x slower than the same
- * product arranged with the wide operand first (bench/matmul-micro.ts narrow); from 64 on it is
- * as fast as the alternatives.
+ * Whether ggml's CPU OUT_PROD kernel is slow for a first operand with rows of `n` f32: it adds
+ * rows of that length into each output row (vec_mad), which runs 4-6x below mul_mat for narrow
+ * rows (n < 64: LoRA's rank-r factors) and 2x below for rows whose byte size is a multiple of
+ * 2 KiB (n a multiple of 512: hidden sizes 512, 1024, 2048, 4096, 1536...; cache-set aliasing) or
+ * very long rows (bench/matmul-micro.ts narrow and wide; docs/ENGINE-NOTES.md).
  */
-const NARROW_OUT_PROD = 64;
+export function slowOutProdRows(n: number): boolean {
+  return n < 64 || n % 512 === 0 || n >= 8192;
+}
+
+/** How the backward pass computes one OUT_PROD node (see Graph.rewriteSlowOutProducts). */
+export type OutProdForm = "out_prod" | "swapped" | "input_mul_mat" | "weight_mul_mat";
+
+/**
+ * The fastest arrangement of out_prod(a [n, k], b [m, k]) -> [n, m] measured on the CPU backend:
+ * as is; `swapped` = cont(transpose(out_prod(b, a))) when b's rows are the fast ones; or mul_mat
+ * over contiguous transposed copies: `input_mul_mat` = mul_mat(cont(transpose(a)), g) when b is
+ * transpose(g) (an input gradient), `weight_mul_mat` = mul_mat(cont(transpose(a)), cont(transpose(b))).
+ */
+export function outProdForm(n: number, m: number, bIsTransposedView: boolean): OutProdForm {
+  if (!slowOutProdRows(n)) return "out_prod";
+  if (bIsTransposedView) return "input_mul_mat";
+  if (n < 64) return m > n ? "swapped" : "out_prod";
+  return slowOutProdRows(m) ? "weight_mul_mat" : "swapped";
+}
 
 export class Graph {
   private readonly ctx: Ptr;
@@ -54,8 +74,8 @@ export class Graph {
   /** The graph that is allocated and computed: `graph`, or its rewrite after backward(). */
   private exec: Ptr;
   private readonly maxNodes: number;
-  /** OUT_PROD nodes of the backward pass computed another way (see rewriteNarrowOutProducts). */
-  rewrittenOutProducts = 0;
+  /** OUT_PROD nodes of the backward pass computed another way, by form (rewriteSlowOutProducts). */
+  readonly outProdRewrites: Record<Exclude<OutProdForm, "out_prod">, number> = { swapped: 0, input_mul_mat: 0, weight_mul_mat: 0 };
   private galloc: Ptr = 0n;
   private readonly outputs: Tensor[] = [];
   /** Small persistent tensors the graph owns (the loss seed of the backward pass). */
@@ -384,43 +404,43 @@ export class Graph {
       });
     }
     ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
-    this.rewriteNarrowOutProducts();
+    this.rewriteSlowOutProducts();
     this.protectSoftmaxOutputs();
   }
 
   /**
-   * ggml's backward of mul_mat emits OUT_PROD for both operands' gradients. With a narrow first
-   * operand (n < NARROW_OUT_PROD: LoRA's rank-r factors) the CPU kernel runs 4-6x slower than the
-   * same product arranged otherwise, so such nodes are rewritten in place:
-   * - out_prod(a [n, k], b [m, k]) (a weight gradient) becomes cont(transpose(out_prod(b, a)));
-   * - out_prod(a [n, k], transpose(g [k, m])) (an input gradient) becomes mul_mat(cont(transpose(a)), g).
-   * Each node keeps its identity (gradient table, accumulators, flags) and computes the same
-   * values; the computed graph is rebuilt in the original order with the new operands before
-   * their users. Only plain matrices are rewritten (attention's batched products are left alone).
+   * ggml's backward of mul_mat emits OUT_PROD for both operands' gradients, and the CPU kernel is
+   * slow for some row lengths (slowOutProdRows). Such nodes are rewritten in place into the
+   * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
+   * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
+   * the original order, with the new operands right before their users. Only plain matrices are
+   * rewritten (attention's batched products are left alone).
    */
-  private rewriteNarrowOutProducts(): void {
+  private rewriteSlowOutProducts(): void {
     const { ggml, ctx } = this;
     const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
+    const transposeCopy = (t: Ptr) => ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, t));
     const nodes = this.nodesOf(this.graph);
+    let rewritten = 0;
     for (const node of nodes) {
       if (ggml.ggml_op_desc(node.ptr) !== "OUT_PROD") continue;
       const a = node.source(0);
       const b = node.source(1);
-      if (!matrix(a) || !matrix(b) || a.ne[0] >= NARROW_OUT_PROD || !a.isContiguous) continue;
-      let replacement: Ptr;
-      if (b.isContiguous && b.ne[0] > a.ne[0]) {
-        replacement = ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, ggml.ggml_out_prod(ctx, b.ptr, a.ptr)));
-      } else if (ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" && b.source(0).isContiguous) {
-        replacement = ggml.ggml_mul_mat(ctx, ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, a.ptr)), b.source(0).ptr);
-      } else {
-        continue;
-      }
+      if (!matrix(a) || !matrix(b) || !a.isContiguous) continue;
+      const g = ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" ? b.source(0) : undefined;
+      if (!b.isContiguous && !g?.isContiguous) continue;
+      const form = outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
+      if (form === "out_prod") continue;
+      const replacement = form === "swapped" ? transposeCopy(ggml.ggml_out_prod(ctx, b.ptr, a.ptr))
+        : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposeCopy(a.ptr), g!.ptr)
+        : ggml.ggml_mul_mat(ctx, transposeCopy(a.ptr), transposeCopy(b.ptr));
       const r = this.wrap(replacement);
-      if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", "internal: an out_prod rewrite changed the shape", node, r);
+      if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", `internal: the ${form} rewrite of out_prod changed the shape`, node, r);
       copyOp(node.ptr, replacement);
-      this.rewrittenOutProducts++;
+      this.outProdRewrites[form]++;
+      rewritten++;
     }
-    if (this.rewrittenOutProducts === 0) return;
+    if (rewritten === 0) return;
     // Re-expanding every node in the old order puts each new operand right before its first user.
     this.exec = ggml.ggml_new_graph_custom(ctx, this.maxNodes, false);
     for (const node of nodes) ggml.ggml_build_forward_expand(this.exec, node.ptr);
