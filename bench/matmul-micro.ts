@@ -1,6 +1,6 @@
 // GFLOP/s of the matmuls of a linear layer's forward and backward on the CPU backend: ggml's
 // autograd (OUT_PROD) against mul_mat over contiguous (transposed) copies, for the shapes of the
-// bench configurations. Usage: node --import tsx bench/matmul-micro.ts [small|smollm|all] [threads]
+// bench configurations. Usage: node --import tsx bench/matmul-micro.ts [small|smollm|head|narrow|wide|rows|all] [threads] [rows list]
 import { Backend } from "../src/engine/backend.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { seededNormal } from "../src/engine/random.ts";
@@ -11,7 +11,7 @@ const [which = "small", threadsArg = "2"] = process.argv.slice(2);
 const backend = await Backend.open({ device: "cpu", threads: Number(threadsArg) });
 const T = 512;
 const shapes: [string, number, number][] = [];
-if (!["small", "smollm", "head", "narrow", "wide", "all"].includes(which)) throw new Error(`unknown set ${which}: small, smollm, head, narrow, wide or all`);
+if (!["small", "smollm", "head", "narrow", "wide", "rows", "all"].includes(which)) throw new Error(`unknown set ${which}: small, smollm, head, narrow, wide, rows or all`);
 if (which === "small" || which === "all") {
   shapes.push(["attn 256x256", 256, 256], ["mlp up 256x688", 256, 688], ["mlp down 688x256", 688, 256], ["head 256x512", 256, 512],
     ["lora A 256x16", 256, 16], ["lora B 16x256", 16, 256], ["lora B 16x688", 16, 688], ["lora A 688x16", 688, 16]);
@@ -66,6 +66,28 @@ if (which === "narrow") {
       weight_grad_swapped: gf(time((g) => g.cont(g.transpose(g.outProd(b, a))), reps)),
       input_grad_outprod: gf(time((g) => g.outProd(a, g.transpose(gk)), reps)),
       input_grad_mulmat: gf(time((g) => g.mulMat(g.cont(g.transpose(a)), gk), reps)),
+    })}\n`);
+    store.free();
+  }
+}
+
+if (which === "rows") {
+  // GFLOP/s of the input-gradient form against the first operand's row length n (k = 576, 512
+  // tokens): OUT_PROD slows down for rows under 64 floats and rows of a 2 KiB multiple.
+  const list = (process.argv[4] ?? "16,256,512,640,1024,1536,2048,2816,3072,4864,8960,11008").split(",").map(Number);
+  for (const n of list) {
+    const [k, m] = [576, 512];
+    const store = new TensorStore(backend, "rows", 2);
+    const w = store.tensor("f32", [n, k], "w");
+    const gk = store.tensor("f32", [k, m], "g");
+    store.allocate();
+    for (const t of [w, gk]) fill(t);
+    const flop = 2 * n * m * k;
+    const reps = Math.max(2, Math.min(40, Math.round(5e8 / flop)));
+    const gf = (ms: number) => Number((flop / ms / 1e6).toFixed(1));
+    process.stdout.write(`${JSON.stringify({
+      n, out_prod: gf(time((g) => g.outProd(w, g.transpose(gk)), reps)),
+      mul_mat_transposed_copy: gf(time((g) => g.mulMat(g.cont(g.transpose(w)), gk), reps)),
     })}\n`);
     store.free();
   }
