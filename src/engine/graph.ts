@@ -413,11 +413,13 @@ export class Graph {
    * slow for some row lengths (slowOutProdRows). Such nodes are rewritten in place into the
    * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
    * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
-   * the original order, with the new operands right before their users. Only plain matrices are
-   * rewritten (attention's batched products are left alone).
+   * the original order, with the new operands right before their users. Only f32 matrices on the
+   * CPU backend are rewritten (attention's batched products are left alone).
    */
   private rewriteSlowOutProducts(): void {
     const { ggml, ctx } = this;
+    // The speeds behind outProdForm are the CPU backend's; GPU backends run OUT_PROD as a GEMM.
+    if (this.backend.device.kind !== "cpu") return;
     const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
     const transposeCopy = (t: Ptr) => ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, t));
     const nodes = this.nodesOf(this.graph);
@@ -426,7 +428,8 @@ export class Graph {
       if (ggml.ggml_op_desc(node.ptr) !== "OUT_PROD") continue;
       const a = node.source(0);
       const b = node.source(1);
-      if (!matrix(a) || !matrix(b) || !a.isContiguous) continue;
+      // f32 only: mul_mat would round a half-precision product's activations to f16.
+      if (!matrix(a) || !matrix(b) || !a.isContiguous || a.dtype !== "f32" || b.dtype !== "f32") continue;
       const g = ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" ? b.source(0) : undefined;
       if (!b.isContiguous && !g?.isContiguous) continue;
       const form = outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
