@@ -1,9 +1,15 @@
 // The backward pass's OUT_PROD rewrite (Graph.rewriteSlowOutProducts): gradients of a two-factor
 // product y = B (A x) against float64 gradients computed by hand, with every operand a variable,
-// in shapes that exercise each rewritten form (LoRA ranks, 2 KiB-multiple rows, plain rows).
+// in shapes that exercise each rewritten form (LoRA ranks, 2 KiB-multiple rows, plain rows); and
+// LoRA gradients over half-precision and quantized bases against ggml's own OUT_PROD.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import path from "node:path";
+import { loadAdapter } from "../src/adapters/peft-io.ts";
 import { Graph } from "../src/engine/graph.ts";
+import type { DType } from "../src/engine/tensor.ts";
+import { loadModel } from "../src/models/index.ts";
+import { FIXTURES, referenceBatch } from "./support/fixtures.ts";
 import { seededNormal } from "../src/engine/random.ts";
 import { TensorStore } from "../src/engine/store.ts";
 import { testBackend } from "./support/backend.ts";
@@ -79,3 +85,54 @@ for (const [[inp, r, out, tokens], expected] of CASES) {
     }
   });
 }
+
+/** Every LoRA gradient of llama-tiny's loss over a base held as `weightDtype`. */
+async function loraGradients(weightDtype: DType, rewriteOutProducts: boolean) {
+  const base = path.join(FIXTURES, "llama-tiny");
+  const model = loadModel(await testBackend(), base, { weightDtype });
+  const adapter = loadAdapter(model, path.join(FIXTURES, "llama-tiny-lora-copy"));
+  const { batch, labels } = referenceBatch(base);
+  const g = new Graph(model.backend, { grads: true, maxNodes: model.graphNodes, rewriteOutProducts });
+  try {
+    const { logits, inputs } = model.forward(g, batch.batchSize, batch.seqLen);
+    const { loss, targets } = model.buildLoss(g, logits, batch.batchSize, batch.seqLen);
+    for (const t of adapter.trainable) g.param(t);
+    g.backward(loss);
+    const grads = adapter.trainable.map((t) => g.grad(t));
+    g.allocate();
+    for (const [t, fill] of inputs.values) t.setAll(fill(batch));
+    for (const [t, fill] of targets) t.setAll(fill(labels));
+    g.compute();
+    return { grads: grads.map((t) => t.getF32()), rewrites: { ...g.outProdRewrites } };
+  } finally {
+    g.free();
+    adapter.free();
+    model.free();
+  }
+}
+
+for (const dtype of ["f16", "q8_0"] as const) {
+  test(`LoRA over a ${dtype} base: the input gradients through the frozen weights match ggml's own OUT_PROD`, async () => {
+    const ours = await loraGradients(dtype, true);
+    const ggml = await loraGradients(dtype, false);
+    assert.ok(ours.rewrites.input_mul_mat > 0, JSON.stringify(ours.rewrites));
+    ours.grads.forEach((got, i) => {
+      const want = ggml.grads[i];
+      const err = maxRelError(got, want, want.reduce((m, v) => Math.max(m, Math.abs(v)), 0));
+      assert.ok(err < 1e-5, `gradient ${i}: error ${err}`);
+    });
+  });
+}
+
+test("LoRA over a bf16 base trains on the CPU (ggml has no bf16 OUT_PROD) with gradients near the f16 base's", async () => {
+  const bf16 = await loraGradients("bf16", true);
+  const f16 = await loraGradients("f16", true);
+  let worst = 0;
+  bf16.grads.forEach((got, i) => {
+    const want = f16.grads[i];
+    const err = maxRelError(got, want, want.reduce((m, v) => Math.max(m, Math.abs(v)), 0));
+    assert.ok(err < 5e-2, `gradient ${i}: error ${err} (bf16 against f16 rounding of the same weights)`);
+    worst = Math.max(worst, err);
+  });
+  process.stdout.write(`# LoRA gradients, bf16 base vs f16 base: ${worst.toExponential(2)} relative to the largest entry\n`);
+});

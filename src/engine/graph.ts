@@ -4,7 +4,7 @@
 import type { Backend } from "./backend.ts";
 import { copyOp, GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, type Ptr } from "./native.ts";
 import { TensorStore } from "./store.ts";
-import { GGML_TYPE, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
+import { GGML_TYPE, isQuantized, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
 
 export interface RopeOptions {
   /** Rotated dims per head (the head dim unless partial rotary). */
@@ -83,7 +83,11 @@ export class Graph {
   private lossSeed?: Tensor;
   private built = false;
 
-  constructor(readonly backend: Backend, options: { maxNodes?: number; grads?: boolean } = {}) {
+  /**
+   * `rewriteOutProducts: false` keeps ggml's OUT_PROD nodes as autograd emits them (for tests and
+   * A/B timing; see rewriteSlowOutProducts).
+   */
+  constructor(readonly backend: Backend, private readonly options: { maxNodes?: number; grads?: boolean; rewriteOutProducts?: boolean } = {}) {
     const { ggml } = backend;
     const maxNodes = options.maxNodes ?? 8192;
     const grads = options.grads ?? false;
@@ -240,12 +244,13 @@ export class Graph {
 
   /**
    * ggml_out_prod: a [n, k, ...] and b [m, k, ...] give [n, m, ...], out[i, j] = sum_l a[i, l] b[j, l]
-   * (what ggml's autograd emits for mul_mat's gradients; it has no backward of its own).
+   * (what ggml's autograd emits for mul_mat's gradients; it has no backward of its own). b is f32;
+   * a may be a half-precision or quantized weight where the backend supports it.
    */
   outProd(a: Tensor, b: Tensor): Tensor {
     if (a.ne[1] !== b.ne[1]) this.fail("outProd", `shared dims differ (${a.ne[1]} vs ${b.ne[1]})`, a, b);
     if (b.ne[2] % a.ne[2] !== 0 || b.ne[3] % a.ne[3] !== 0) this.fail("outProd", "a's batch dims must divide b's", a, b);
-    this.requireFloat("outProd", a, b);
+    this.requireFloat("outProd", b);
     return this.wrap(this.ggml.ggml_out_prod(this.ctx, a.ptr, b.ptr));
   }
 
@@ -413,13 +418,13 @@ export class Graph {
    * slow for some row lengths (slowOutProdRows). Such nodes are rewritten in place into the
    * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
    * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
-   * the original order, with the new operands right before their users. Only f32 matrices on the
-   * CPU backend are rewritten (attention's batched products are left alone).
+   * the original order, with the new operands right before their users. Only matrices on the CPU
+   * backend are rewritten (attention's batched products are left alone).
    */
   private rewriteSlowOutProducts(): void {
     const { ggml, ctx } = this;
     // The speeds behind outProdForm are the CPU backend's; GPU backends run OUT_PROD as a GEMM.
-    if (this.backend.device.kind !== "cpu") return;
+    if (this.backend.device.kind !== "cpu" || this.options.rewriteOutProducts === false) return;
     const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
     const transposeCopy = (t: Ptr) => ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, t));
     const nodes = this.nodesOf(this.graph);
@@ -428,15 +433,23 @@ export class Graph {
       if (ggml.ggml_op_desc(node.ptr) !== "OUT_PROD") continue;
       const a = node.source(0);
       const b = node.source(1);
-      // f32 only: mul_mat would round a half-precision product's activations to f16.
-      if (!matrix(a) || !matrix(b) || !a.isContiguous || a.dtype !== "f32" || b.dtype !== "f32") continue;
+      if (!matrix(a) || !matrix(b) || !a.isContiguous || b.dtype !== "f32") continue;
       const g = ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" ? b.source(0) : undefined;
       if (!b.isContiguous && !g?.isContiguous) continue;
-      const form = outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
+      // A frozen half-precision or quantized weight's input gradient: OUT_PROD converts a row of
+      // the weight to f32 for every token (20-35x slower than mul_mat for f16, 3x for q8_0, no
+      // kernel at all for bf16), so the weight is converted once, transposed, to f32. Same f32
+      // arithmetic on the same weight values.
+      const half = a.dtype !== "f32";
+      if (half && b.isContiguous) continue;
+      const form = half ? "input_mul_mat" : outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
       if (form === "out_prod") continue;
+      const transposedF32 = () => !half ? transposeCopy(a.ptr)
+        : isQuantized(a.dtype) ? transposeCopy(ggml.ggml_cast(ctx, a.ptr, GGML_TYPE.f32))
+        : ggml.ggml_cast(ctx, ggml.ggml_transpose(ctx, a.ptr), GGML_TYPE.f32);
       const replacement = form === "swapped" ? transposeCopy(ggml.ggml_out_prod(ctx, b.ptr, a.ptr))
-        : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposeCopy(a.ptr), g!.ptr)
-        : ggml.ggml_mul_mat(ctx, transposeCopy(a.ptr), transposeCopy(b.ptr));
+        : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposedF32(), g!.ptr)
+        : ggml.ggml_mul_mat(ctx, transposedF32(), transposeCopy(b.ptr));
       const r = this.wrap(replacement);
       if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", `internal: the ${form} rewrite of out_prod changed the shape`, node, r);
       copyOp(node.ptr, replacement);
