@@ -2,9 +2,9 @@
 // buffer that is reused across computes. Every op checks shapes and types here first, because
 // ggml reports the same mistakes by aborting the process.
 import type { Backend } from "./backend.ts";
-import { GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, type Ptr } from "./native.ts";
+import { copyOp, GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, type Ptr } from "./native.ts";
 import { TensorStore } from "./store.ts";
-import { GGML_TYPE, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
+import { GGML_TYPE, isQuantized, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
 
 export interface RopeOptions {
   /** Rotated dims per head (the head dim unless partial rotary). */
@@ -40,9 +40,42 @@ function canRepeat(small: Tensor, big: Tensor): boolean {
   return small.ne.every((n, i) => big.ne[i] % n === 0);
 }
 
+/**
+ * Whether ggml's CPU OUT_PROD kernel is slow for a first operand with rows of `n` f32: it adds
+ * rows of that length into each output row (vec_mad), which runs 4-6x below mul_mat for narrow
+ * rows (n < 64: LoRA's rank-r factors) and 2x below for rows whose byte size is a multiple of
+ * 2 KiB (n a multiple of 512: hidden sizes 512, 1024, 2048, 4096, 1536...; cache-set aliasing) or
+ * very long rows (bench/matmul-micro.ts narrow and wide; docs/ENGINE-NOTES.md).
+ */
+export function slowOutProdRows(n: number): boolean {
+  return n < 64 || n % 512 === 0 || n >= 8192;
+}
+
+/** How the backward pass computes one OUT_PROD node (see Graph.rewriteSlowOutProducts). */
+export type OutProdForm = "out_prod" | "swapped" | "input_mul_mat" | "weight_mul_mat";
+
+/**
+ * The fastest arrangement of out_prod(a [n, k], b [m, k]) -> [n, m] measured on the CPU backend:
+ * as is; `swapped` = cont(transpose(out_prod(b, a))) when b's rows are the fast ones; or mul_mat
+ * over contiguous transposed copies: `input_mul_mat` = mul_mat(cont(transpose(a)), g) when b is
+ * transpose(g) (an input gradient), `weight_mul_mat` = mul_mat(cont(transpose(a)), cont(transpose(b))).
+ */
+export function outProdForm(n: number, m: number, bIsTransposedView: boolean): OutProdForm {
+  if (!slowOutProdRows(n)) return "out_prod";
+  if (bIsTransposedView) return "input_mul_mat";
+  if (n < 64) return m > n ? "swapped" : "out_prod";
+  return slowOutProdRows(m) ? "weight_mul_mat" : "swapped";
+}
+
 export class Graph {
   private readonly ctx: Ptr;
+  /** The graph as built: after backward(), ggml's gradient table lives here (grad()). */
   private readonly graph: Ptr;
+  /** The graph that is allocated and computed: `graph`, or its rewrite after backward(). */
+  private exec: Ptr;
+  private readonly maxNodes: number;
+  /** OUT_PROD nodes of the backward pass computed another way, by form (rewriteSlowOutProducts). */
+  readonly outProdRewrites: Record<Exclude<OutProdForm, "out_prod">, number> = { swapped: 0, input_mul_mat: 0, weight_mul_mat: 0 };
   private galloc: Ptr = 0n;
   private readonly outputs: Tensor[] = [];
   /** Small persistent tensors the graph owns (the loss seed of the backward pass). */
@@ -50,16 +83,24 @@ export class Graph {
   private lossSeed?: Tensor;
   private built = false;
 
-  constructor(readonly backend: Backend, options: { maxNodes?: number; grads?: boolean } = {}) {
+  /**
+   * `rewriteOutProducts: false` keeps ggml's OUT_PROD nodes as autograd emits them (for tests and
+   * A/B timing; see rewriteSlowOutProducts).
+   */
+  constructor(readonly backend: Backend, private readonly options: { maxNodes?: number; grads?: boolean; rewriteOutProducts?: boolean } = {}) {
     const { ggml } = backend;
     const maxNodes = options.maxNodes ?? 8192;
     const grads = options.grads ?? false;
     // Each node needs a tensor header; a backward pass roughly triples the node count.
     const tensors = maxNodes * (grads ? 4 : 2);
-    const memSize = tensors * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead_custom(maxNodes, grads);
+    // With gradients, backward() adds a second, rewritten graph without gradient tables.
+    const memSize = tensors * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead_custom(maxNodes, grads) +
+      (grads ? ggml.ggml_graph_overhead_custom(maxNodes, false) : 0);
     this.ctx = ggml.ggml_init({ mem_size: memSize, mem_buffer: null, no_alloc: true });
     if (!this.ctx) throw new Error("ggml_init failed for a graph context");
     this.graph = ggml.ggml_new_graph_custom(this.ctx, maxNodes, grads);
+    this.exec = this.graph;
+    this.maxNodes = maxNodes;
     this.own = new TensorStore(backend, "graph", 16);
   }
 
@@ -201,6 +242,18 @@ export class Graph {
     return this.wrap(this.ggml.ggml_mul_mat(this.ctx, a.ptr, b.ptr));
   }
 
+  /**
+   * ggml_out_prod: a [n, k, ...] and b [m, k, ...] give [n, m, ...], out[i, j] = sum_l a[i, l] b[j, l]
+   * (what ggml's autograd emits for mul_mat's gradients; it has no backward of its own). b is f32;
+   * a may be a half-precision or quantized weight where the backend supports it.
+   */
+  outProd(a: Tensor, b: Tensor): Tensor {
+    if (a.ne[1] !== b.ne[1]) this.fail("outProd", `shared dims differ (${a.ne[1]} vs ${b.ne[1]})`, a, b);
+    if (b.ne[2] % a.ne[2] !== 0 || b.ne[3] % a.ne[3] !== 0) this.fail("outProd", "a's batch dims must divide b's", a, b);
+    this.requireFloat("outProd", b);
+    return this.wrap(this.ggml.ggml_out_prod(this.ctx, a.ptr, b.ptr));
+  }
+
   /** Rows of a (any dtype, dequantised to f32) picked by i32 indices: [n0, rows] x [k] -> [n0, k]. */
   getRows(a: Tensor, indices: Tensor): Tensor {
     if (indices.dtype !== "i32") this.fail("getRows", "indices must be i32", indices);
@@ -310,13 +363,19 @@ export class Graph {
     if (this.built) throw new Error("output: the graph is already allocated");
     this.ggml.ggml_set_output(t.ptr);
     this.ggml.ggml_build_forward_expand(this.graph, t.ptr);
+    if (this.exec !== this.graph) this.ggml.ggml_build_forward_expand(this.exec, t.ptr);
     this.outputs.push(t);
     return t;
   }
 
+  /** The nodes that compute() runs, in order. */
   get nodes(): Tensor[] {
-    const n = this.ggml.ggml_graph_n_nodes(this.graph);
-    return Array.from({ length: n }, (_, i) => this.wrap(this.ggml.ggml_graph_node(this.graph, i)));
+    return this.nodesOf(this.exec);
+  }
+
+  private nodesOf(graph: Ptr): Tensor[] {
+    const n = this.ggml.ggml_graph_n_nodes(graph);
+    return Array.from({ length: n }, (_, i) => this.wrap(this.ggml.ggml_graph_node(graph, i)));
   }
 
   /**
@@ -350,7 +409,57 @@ export class Graph {
       });
     }
     ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
+    this.rewriteSlowOutProducts();
     this.protectSoftmaxOutputs();
+  }
+
+  /**
+   * ggml's backward of mul_mat emits OUT_PROD for both operands' gradients, and the CPU kernel is
+   * slow for some row lengths (slowOutProdRows). Such nodes are rewritten in place into the
+   * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
+   * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
+   * the original order, with the new operands right before their users. Only matrices on the CPU
+   * backend are rewritten (attention's batched products are left alone).
+   */
+  private rewriteSlowOutProducts(): void {
+    const { ggml, ctx } = this;
+    // The speeds behind outProdForm are the CPU backend's; GPU backends run OUT_PROD as a GEMM.
+    if (this.backend.device.kind !== "cpu" || this.options.rewriteOutProducts === false) return;
+    const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
+    const transposeCopy = (t: Ptr) => ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, t));
+    const nodes = this.nodesOf(this.graph);
+    let rewritten = 0;
+    for (const node of nodes) {
+      if (ggml.ggml_op_desc(node.ptr) !== "OUT_PROD") continue;
+      const a = node.source(0);
+      const b = node.source(1);
+      if (!matrix(a) || !matrix(b) || !a.isContiguous || b.dtype !== "f32") continue;
+      const g = ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" ? b.source(0) : undefined;
+      if (!b.isContiguous && !g?.isContiguous) continue;
+      // A frozen half-precision or quantized weight's input gradient: OUT_PROD converts a row of
+      // the weight to f32 for every token (20-35x slower than mul_mat for f16, 3x for q8_0, no
+      // kernel at all for bf16), so the weight is converted once, transposed, to f32. Same f32
+      // arithmetic on the same weight values.
+      const half = a.dtype !== "f32";
+      if (half && b.isContiguous) continue;
+      const form = half ? "input_mul_mat" : outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
+      if (form === "out_prod") continue;
+      const transposedF32 = () => !half ? transposeCopy(a.ptr)
+        : isQuantized(a.dtype) ? transposeCopy(ggml.ggml_cast(ctx, a.ptr, GGML_TYPE.f32))
+        : ggml.ggml_cast(ctx, ggml.ggml_transpose(ctx, a.ptr), GGML_TYPE.f32);
+      const replacement = form === "swapped" ? transposeCopy(ggml.ggml_out_prod(ctx, b.ptr, a.ptr))
+        : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposedF32(), g!.ptr)
+        : ggml.ggml_mul_mat(ctx, transposedF32(), transposeCopy(b.ptr));
+      const r = this.wrap(replacement);
+      if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", `internal: the ${form} rewrite of out_prod changed the shape`, node, r);
+      copyOp(node.ptr, replacement);
+      this.outProdRewrites[form]++;
+      rewritten++;
+    }
+    if (rewritten === 0) return;
+    // Re-expanding every node in the old order puts each new operand right before its first user.
+    this.exec = ggml.ggml_new_graph_custom(ctx, this.maxNodes, false);
+    for (const node of nodes) ggml.ggml_build_forward_expand(this.exec, node.ptr);
   }
 
   /**
@@ -386,7 +495,7 @@ export class Graph {
       throw new Error(`${this.backend.device.name} cannot run: ${ops.join("; ")} (a frozen weight type this backend cannot differentiate through? try f32, f16 or q8_0)`);
     }
     this.galloc = ggml.ggml_gallocr_new(this.backend.defaultBufferType);
-    if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.graph)) {
+    if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.exec)) {
       throw new Error(`could not allocate the graph's ${nodes.length} nodes on ${this.backend.device.name}`);
     }
     this.built = true;
@@ -399,8 +508,58 @@ export class Graph {
 
   compute(): void {
     if (!this.built) this.allocate();
-    const status = this.ggml.ggml_backend_graph_compute(this.backend.handle, this.graph);
+    const status = this.ggml.ggml_backend_graph_compute(this.backend.handle, this.exec);
     if (status !== GGML_STATUS_SUCCESS) throw new Error(`graph compute failed with ggml status ${status}`);
+  }
+
+  /**
+   * Time per op type: computes the allocated graph once node by node, in graph order (so every
+   * node reads what it would read in a full compute), `runs` times; per node the median less the
+   * cost of computing an empty-work node (the per-compute overhead). Keys are ggml op names, with
+   * MUL_MAT and OUT_PROD split by operand shape. `setInputs` runs before each pass (the allocator
+   * may have reused input memory). For profiling only: slower than compute().
+   */
+  profile(runs = 3, setInputs?: () => void): Map<string, { ms: number; count: number }> {
+    if (!this.built) this.allocate();
+    const { ggml } = this;
+    const nodes = this.nodes;
+    const ctx = ggml.ggml_init({ mem_size: ggml.ggml_graph_overhead_custom(1, false) + 1024, mem_buffer: null, no_alloc: true });
+    const one = ggml.ggml_new_graph_custom(ctx, 1, false);
+    const samples = nodes.map(() => [] as number[]);
+    try {
+      for (let r = 0; r < runs; r++) {
+        setInputs?.();
+        nodes.forEach((node, i) => {
+          ggml.ggml_graph_clear(one);
+          ggml.ggml_graph_add_node(one, node.ptr);
+          const t0 = performance.now();
+          ggml.ggml_backend_graph_compute(this.backend.handle, one);
+          samples[i].push(performance.now() - t0);
+        });
+      }
+    } finally {
+      ggml.ggml_free(ctx);
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const perNode = samples.map(median);
+    // Views, reshapes and the like do no work: their time is the overhead of one compute call.
+    const free = nodes.map((n, i) => [ggml.ggml_op_desc(n.ptr), perNode[i]] as const)
+      .filter(([op]) => ["VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE", "NONE"].includes(op)).map(([, ms]) => ms);
+    const overhead = free.length ? median(free) : 0;
+    const out = new Map<string, { ms: number; count: number }>();
+    nodes.forEach((node, i) => {
+      let key = ggml.ggml_op_desc(node.ptr);
+      if (key === "MUL_MAT" || key === "OUT_PROD") {
+        const a = node.source(0);
+        const b = node.source(1);
+        key += ` ${a.ne.slice(0, 2).join("x")} . ${b.ne.slice(0, 2).join("x")}${b.isContiguous ? "" : " (b strided)"}`;
+      }
+      const entry = out.get(key) ?? { ms: 0, count: 0 };
+      entry.ms += Math.max(0, perNode[i] - overhead);
+      entry.count++;
+      out.set(key, entry);
+    });
+    return out;
   }
 
   free(): void {

@@ -158,6 +158,8 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
       "void ggml_build_backward_expand(void *ctx, void *cgraph, void *grad_accs)"),
     ggml_graph_n_nodes: f<[P], number>("int ggml_graph_n_nodes(void *cgraph)"),
     ggml_graph_node: f<[P, number], P>("void *ggml_graph_node(void *cgraph, int i)"),
+    ggml_graph_add_node: f<[P, P], void>("void ggml_graph_add_node(void *cgraph, void *tensor)"),
+    ggml_graph_clear: f<[P], void>("void ggml_graph_clear(void *cgraph)"),
     ggml_graph_get_grad: f<[P, P], P>("void *ggml_graph_get_grad(void *cgraph, void *node)"),
     ggml_graph_reset: f<[P], void>("void ggml_graph_reset(void *cgraph)"),
     ggml_log_set: f<[unknown, P | null], void>("void ggml_log_set(ggml_log_callback *cb, void *user_data)"),
@@ -342,6 +344,19 @@ export function readField(ptr: Ptr, type: TypeObject, field: string): unknown {
   const member = koffi.type(type).members?.[field];
   if (!member) throw new Error(`no field ${field} in ${type.name}`);
   return koffi.decode(ptr, member.offset, member.type);
+}
+
+/**
+ * Makes tensor `dst` compute what `from` computes: copies the op, its parameters and its operands,
+ * and nothing else (shape, strides, flags, name and memory stay dst's). The shapes must match.
+ */
+export function copyOp(dst: Ptr, from: Ptr): void {
+  const t = structs.ggml_tensor;
+  for (const field of ["op", "op_params", "src"]) {
+    const member = koffi.type(t).members![field];
+    const bytes = koffi.decode(from, member.offset, koffi.array("uint8_t", koffi.sizeof(member.type), "Array")) as number[];
+    koffi.encode(dst, member.offset, koffi.array("uint8_t", bytes.length, "Array"), bytes);
+  }
 }
 
 export function writeInt32(ptr: Ptr, offset: number, value: number): void {
