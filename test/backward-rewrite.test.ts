@@ -101,7 +101,7 @@ async function loraGradients(weightDtype: DType, rewriteOutProducts: boolean) {
     const grads = adapter.trainable.map((t) => g.grad(t));
     g.allocate();
     for (const [t, fill] of inputs.values) t.setAll(fill(batch));
-    for (const [t, fill] of targets) t.setAll(fill(labels));
+    for (const [t, fill] of targets) t.setAll(fill({ labels }));
     g.compute();
     return { grads: grads.map((t) => t.getF32()), rewrites: { ...g.outProdRewrites } };
   } finally {
