@@ -2,39 +2,15 @@
 // forward+backward graph alone, and that graph's time per op type (Graph.profile).
 // Usage: node --import tsx bench/profile-step.ts <config name> [--threads N] [--json]
 // (one thread gives steadier numbers on a shared machine: no spinning between workers)
-import { LoraAdapter } from "../src/adapters/lora.ts";
-import { loraConfig } from "../src/adapters/peft-config.ts";
-import { Backend } from "../src/engine/backend.ts";
 import type { Graph } from "../src/engine/graph.ts";
-import { seededUniform } from "../src/engine/random.ts";
-import { parseConfig } from "../src/io/hf-config.ts";
-import { createModel } from "../src/models/index.ts";
 import type { HostArray, Tensor } from "../src/engine/tensor.ts";
-import { Trainer, TRAIN_DEFAULTS, type BatchSource, type LabeledBatch } from "../src/train/trainer.ts";
-import { BENCH_CONFIGS } from "./configs.ts";
+import type { LabeledBatch } from "../src/train/trainer.ts";
+import { benchConfig, benchTrainer } from "./setup.ts";
 
-const config = BENCH_CONFIGS.find((c) => c.name === process.argv[2]);
-if (!config) throw new Error(`unknown bench config ${process.argv[2]} (one of ${BENCH_CONFIGS.map((c) => c.name).join(", ")})`);
-const { batchSize: B, seqLen: S } = config;
+const config = benchConfig(process.argv[2]);
 const threadsAt = process.argv.indexOf("--threads");
 const threads = threadsAt > 0 ? Number(process.argv[threadsAt + 1]) : config.threads;
-const backend = await Backend.open({ device: "cpu", threads });
-const model = createModel(backend, parseConfig({
-  model_type: "llama", hidden_act: "silu", rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048, ...config.model,
-}, config.name));
-model.initialize(0);
-const adapter = config.method === "lora" ? new LoraAdapter(model, loraConfig({
-  r: config.loraRank!, loraAlpha: 2 * config.loraRank!, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}), { seed: 0 }) : undefined;
-const params = adapter ? adapter.stateDict.map(([name, tensor]) => ({ name, tensor })) : model.parameterNames.map((name) => ({ name, tensor: model.param(name) }));
-const data: BatchSource = {
-  batchAt(i) {
-    const random = seededUniform(i);
-    const ids = Int32Array.from({ length: B * S }, () => Math.floor(random() * config.model.vocab_size));
-    return { batch: { batchSize: B, seqLen: S, inputIds: ids }, labels: ids, tokens: B * S };
-  },
-};
-const trainer = new Trainer(model, params, { ...TRAIN_DEFAULTS, steps: 100, batchSize: B, seqLen: S, lr: 1e-4 }, adapter);
+const { model, adapter, data, trainer } = await benchTrainer(config, 100, threads);
 const { graph, inputs } = trainer as unknown as { graph: Graph; inputs: [Tensor, (b: LabeledBatch) => HostArray][] };
 const setInputs = () => {
   for (const [t, fill] of inputs) t.setAll(fill(data.batchAt(0)));

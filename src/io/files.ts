@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import YAML from "yaml";
 import { FormatError } from "./errors.ts";
 
 /** UTF-8 text of a file; a byte order mark (Windows editors add one) is dropped. */
@@ -23,6 +24,15 @@ export function readJsonFile(file: string): unknown {
     return JSON.parse(text);
   } catch (error) {
     throw new FormatError(file, `invalid JSON: ${(error as Error).message}`);
+  }
+}
+
+export function readYamlFile(file: string): unknown {
+  const text = readTextFile(file);
+  try {
+    return YAML.parse(text);
+  } catch (error) {
+    throw new FormatError(file, `invalid YAML: ${(error as Error).message}`);
   }
 }
 

@@ -4,9 +4,9 @@
 // parameters. Unknown keys and wrong types are errors that name the key.
 import fs from "node:fs";
 import path from "node:path";
-import YAML from "yaml";
 import { z } from "zod";
 import { FormatError } from "../io/errors.ts";
+import { readYamlFile } from "../io/files.ts";
 import type { ParameterSetting } from "./params.ts";
 import type { FloatDtype } from "./tensor-merge.ts";
 
@@ -100,12 +100,7 @@ export type MergeConfig = ModelMergeConfig | AdapterMergeConfig;
 
 /** Reads and validates a merge YAML; relative paths resolve against the file's folder. */
 export function loadMergeConfig(file: string): MergeConfig {
-  let raw: unknown;
-  try {
-    raw = YAML.parse(fs.readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new FormatError(file, (err as NodeJS.ErrnoException).code === "ENOENT" ? "not found" : `invalid YAML: ${(err as Error).message}`);
-  }
+  const raw = readYamlFile(file);
   return parseMergeConfig(raw, file, path.dirname(path.resolve(file)));
 }
 

@@ -15,7 +15,7 @@ import { compareResults } from "../eval/forgetting.ts";
 import { alignTable, evaluateCheckpoint, formatValue, type EvalResults } from "../eval/run.ts";
 import { resolveTasks, type TaskConfig } from "../eval/tasks/config.ts";
 import { FormatError } from "../io/errors.ts";
-import { readJsonFile, readTextFile, writeFileAtomic } from "../io/files.ts";
+import { readJsonFile, readTextFile, readYamlFile, writeFileAtomic } from "../io/files.ts";
 import { writeReport, type ReportTable } from "../report/index.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
 import { SUMMARY_FILE, type RunSummary } from "./run.ts";
@@ -90,13 +90,7 @@ export interface Suite {
  * fails before the first one trains); paths are relative to the suite file.
  */
 export function loadSuite(file: string): Suite {
-  let raw: unknown;
-  try {
-    raw = YAML.parse(readTextFile(file));
-  } catch (error) {
-    if (error instanceof FormatError) throw error;
-    throw new FormatError(file, `invalid YAML: ${(error as Error).message}`);
-  }
+  const raw = readYamlFile(file);
   if (!isMapping(raw)) throw new FormatError(file, "expected a mapping of suite keys");
   const parsed = suiteSchema.safeParse(raw);
   if (!parsed.success) throw new FormatError(file, parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; "));

@@ -1,10 +1,9 @@
 // The training config (YAML), validated with zod: unknown keys and wrong types are errors that
 // name the key. `--set a.b=value` overrides apply before validation.
-import fs from "node:fs";
 import path from "node:path";
-import YAML from "yaml";
 import { z } from "zod";
 import { FormatError } from "../io/errors.ts";
+import { readYamlFile } from "../io/files.ts";
 import { applyOverride } from "../io/overrides.ts";
 
 const positiveInt = z.number().int().positive();
@@ -107,12 +106,7 @@ export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
 /** Reads, overrides and validates a config; relative paths resolve against the config's folder. */
 export function loadTrainConfig(file: string, overrides: string[] = []): TrainConfig {
-  let raw: unknown;
-  try {
-    raw = YAML.parse(fs.readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new FormatError(file, (err as NodeJS.ErrnoException).code === "ENOENT" ? "not found" : `invalid YAML: ${(err as Error).message}`);
-  }
+  const raw = readYamlFile(file);
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new FormatError(file, "expected a mapping of config keys");
   for (const override of overrides) applyOverride(raw as Record<string, unknown>, override);
   return parseTrainConfig(raw, file, path.dirname(path.resolve(file)));

@@ -3,10 +3,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import YAML from "yaml";
 import { z } from "zod";
 import { FormatError } from "../../io/errors.ts";
-import { readTextFile } from "../../io/files.ts";
+import { readYamlFile } from "../../io/files.ts";
 import {
   compileExtractor, EXTRACTION_PRESETS, METRIC_NAMES, METRICS_BY_OUTPUT_TYPE, NORMALIZER_NAMES,
   type ExtractionSpec, type MetricName, type NormalizerName, type OutputType,
@@ -111,13 +110,7 @@ export type TaskYaml = z.input<typeof taskSchema>;
 
 /** Reads and validates a task file; data paths resolve against its folder. */
 export function loadTask(file: string): TaskConfig {
-  let raw: unknown;
-  try {
-    raw = YAML.parse(readTextFile(file));
-  } catch (error) {
-    if (error instanceof FormatError) throw error;
-    throw new FormatError(file, `invalid YAML: ${(error as Error).message}`);
-  }
+  const raw = readYamlFile(file);
   return parseTask(raw, file, path.dirname(path.resolve(file)));
 }
 
