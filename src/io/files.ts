@@ -19,20 +19,19 @@ export function readTextFile(file: string): string {
 }
 
 export function readJsonFile(file: string): unknown {
-  const text = readTextFile(file);
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new FormatError(file, `invalid JSON: ${(error as Error).message}`);
-  }
+  return parseTextFile(file, "JSON", JSON.parse);
 }
 
 export function readYamlFile(file: string): unknown {
+  return parseTextFile(file, "YAML", YAML.parse);
+}
+
+function parseTextFile(file: string, format: string, parse: (text: string) => unknown): unknown {
   const text = readTextFile(file);
   try {
-    return YAML.parse(text);
+    return parse(text);
   } catch (error) {
-    throw new FormatError(file, `invalid YAML: ${(error as Error).message}`);
+    throw new FormatError(file, `invalid ${format}: ${(error as Error).message}`);
   }
 }
 
