@@ -85,9 +85,11 @@ export class Graph {
 
   /**
    * `rewriteOutProducts: false` keeps ggml's OUT_PROD nodes as autograd emits them (for tests and
-   * A/B timing; see rewriteSlowOutProducts).
+   * A/B timing; see rewriteSlowOutProducts). `frozenWeightCopy` says in which type a frozen
+   * half-precision weight is transposed for its input gradient: f32 on the CPU backend (measured
+   * faster there), the weight's own type elsewhere (so that a GPU's mul_mat runs it on tensor cores).
    */
-  constructor(readonly backend: Backend, private readonly options: { maxNodes?: number; grads?: boolean; rewriteOutProducts?: boolean } = {}) {
+  constructor(readonly backend: Backend, private readonly options: { maxNodes?: number; grads?: boolean; rewriteOutProducts?: boolean; frozenWeightCopy?: "f32" | "weight-type" } = {}) {
     const { ggml } = backend;
     const maxNodes = options.maxNodes ?? 8192;
     const grads = options.grads ?? false;
@@ -418,13 +420,17 @@ export class Graph {
    * slow for some row lengths (slowOutProdRows). Such nodes are rewritten in place into the
    * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
    * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
-   * the original order, with the new operands right before their users. Only matrices on the CPU
-   * backend are rewritten (attention's batched products are left alone).
+   * the original order, with the new operands right before their users. Only matrices are
+   * rewritten (attention's batched products are left alone), and on GPU backends only the input
+   * gradients through frozen half-precision or quantized weights.
    */
   private rewriteSlowOutProducts(): void {
     const { ggml, ctx } = this;
-    // The speeds behind outProdForm are the CPU backend's; GPU backends run OUT_PROD as a GEMM.
-    if (this.backend.device.kind !== "cpu" || this.options.rewriteOutProducts === false) return;
+    if (this.options.rewriteOutProducts === false) return;
+    // The speeds behind outProdForm are the CPU backend's; GPU backends run an f32 OUT_PROD as a
+    // GEMM, but CUDA has no OUT_PROD for f16, bf16 or quantized weights, so those are rewritten everywhere.
+    const cpu = this.backend.device.kind === "cpu";
+    const copyType = this.options.frozenWeightCopy ?? (cpu ? "f32" : "weight-type");
     const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
     const transposeCopy = (t: Ptr) => ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, t));
     const nodes = this.nodesOf(this.graph);
@@ -441,15 +447,16 @@ export class Graph {
       // kernel at all for bf16), so the weight is converted once, transposed, to f32. Same f32
       // arithmetic on the same weight values.
       const half = a.dtype !== "f32";
-      if (half && b.isContiguous) continue;
+      if (half ? b.isContiguous : !cpu) continue;
       const form = half ? "input_mul_mat" : outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
       if (form === "out_prod") continue;
-      const transposedF32 = () => !half ? transposeCopy(a.ptr)
+      const transposedWeight = () => !half ? transposeCopy(a.ptr)
         : isQuantized(a.dtype) ? transposeCopy(ggml.ggml_cast(ctx, a.ptr, GGML_TYPE.f32))
+        : copyType === "weight-type" ? transposeCopy(a.ptr)
         : ggml.ggml_cast(ctx, ggml.ggml_transpose(ctx, a.ptr), GGML_TYPE.f32);
       const replacement = form === "swapped" ? transposeCopy(ggml.ggml_out_prod(ctx, b.ptr, a.ptr))
-        : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposedF32(), g!.ptr)
-        : ggml.ggml_mul_mat(ctx, transposedF32(), transposeCopy(b.ptr));
+        : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposedWeight(), g!.ptr)
+        : ggml.ggml_mul_mat(ctx, transposedWeight(), transposeCopy(b.ptr));
       const r = this.wrap(replacement);
       if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", `internal: the ${form} rewrite of out_prod changed the shape`, node, r);
       copyOp(node.ptr, replacement);
