@@ -56,7 +56,7 @@ export { loadDataset, type Dataset, type DatasetOptions } from "./data/dataset.t
 export { BatchSchedule, evalBatches, batchingTokenIds, type BatchMode, type ScheduledBatch } from "./data/batches.ts";
 export { MixtureSchedule, mixingRates, type MixingStrategy, type MixtureTask, type MixtureBatch } from "./data/mixture.ts";
 export { SYNTHETIC_TASKS, syntheticRows, writeSyntheticTask, parseSyntheticOptions, type SyntheticTask, type SyntheticRow } from "./data/synthetic.ts";
-export { Trainer, TRAIN_DEFAULTS, latestCheckpoint, NonFiniteLossError, type TrainOptions, type BatchSource, type LabeledBatch, type StepRecord, type TrainHooks } from "./train/trainer.ts";
+export { Trainer, TRAIN_DEFAULTS, latestCheckpoint, NonFiniteLossError, type TrainOptions, type BatchSource, type LabeledBatch, type EvalSet, type StepRecord, type TrainHooks } from "./train/trainer.ts";
 export { AdamW, ADAMW_DEFAULTS, type AdamWOptions, type NamedParam } from "./train/optimizer.ts";
 export { learningRate, type ScheduleKind } from "./train/schedule.ts";
 export { loadTrainConfig, parseTrainConfig, trainConfigSchema, trainingTasks, type TrainConfig, type TrainingTask } from "./train/config.ts";

@@ -15,7 +15,7 @@ import { compareResults } from "../eval/forgetting.ts";
 import { alignTable, evaluateCheckpoint, formatValue, type EvalResults } from "../eval/run.ts";
 import { resolveTasks, type TaskConfig } from "../eval/tasks/config.ts";
 import { FormatError } from "../io/errors.ts";
-import { readJsonFile, readTextFile, readYamlFile, writeFileAtomic } from "../io/files.ts";
+import { readJsonFile, readYamlFile, writeFileAtomic } from "../io/files.ts";
 import { writeReport, type ReportTable } from "../report/index.ts";
 import { parseTrainConfig, type TrainConfig } from "./config.ts";
 import { SUMMARY_FILE, type RunSummary } from "./run.ts";
@@ -283,7 +283,7 @@ function finished(dir: string, config: TrainConfig): boolean {
     const { device, threads, ...rest } = YAML.parse(YAML.stringify(c)) as Record<string, unknown>;
     return rest;
   };
-  const previous = YAML.parse(readTextFile(path.join(dir, "config.yaml"))) as unknown;
+  const previous = readYamlFile(path.join(dir, "config.yaml"));
   if (!isDeepStrictEqual(experiment(previous), experiment(config))) {
     throw new Error(`${dir} holds a finished run of another config (the suite changed since): remove the folder to train it again, or choose another output_dir`);
   }

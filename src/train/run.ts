@@ -25,7 +25,7 @@ import type { Model } from "../models/model.ts";
 import { METRICS_FILE, MetricsLog, readMetrics, TrainingProgress, writeReport, type MetricsRecord, type ReportTable } from "../report/index.ts";
 import { trainingTasks, type TrainConfig } from "./config.ts";
 import type { NamedParam } from "./optimizer.ts";
-import { latestCheckpoint, Trainer, TRAIN_DEFAULTS, type LabeledBatch, type TrainOptions } from "./trainer.ts";
+import { latestCheckpoint, Trainer, TRAIN_DEFAULTS, type TrainOptions } from "./trainer.ts";
 
 /** `<output_dir>/summary.json`: what a comparison of runs reads. */
 export const SUMMARY_FILE = "summary.json";
@@ -132,7 +132,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
     let finalLoss = NaN;
     let accuracyAfter: number | undefined;
     progress.start(t.steps, trainer.step);
-    trainer.run(schedule, checkpoints, [], {
+    trainer.run(schedule, checkpoints, heldOut, {
       onStep: (r) => {
         finalLoss = r.loss;
         const { task_losses: taskLosses, ...record } = r;
@@ -142,7 +142,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
       onEval: (step): Record<string, number> => {
         const acc = accuracy();
         if (step === t.steps) accuracyAfter = acc;
-        return { ...heldOutLosses(trainer, heldOut), ...(acc === undefined ? {} : { eval_accuracy: acc }), ...taskMetrics(scoreEvalTasks()) };
+        return { ...(acc === undefined ? {} : { eval_accuracy: acc }), ...taskMetrics(scoreEvalTasks()) };
       },
       onEvalRecord: (r) => {
         metrics.append(r as { step: number });
@@ -197,23 +197,6 @@ function prefixed(prefix: string, values: Record<string, number>): Record<string
 
 function formatMetrics(record: Record<string, number>): string {
   return Object.entries(record).filter(([k]) => k !== "step").map(([k, v]) => `${k} ${v.toFixed(4)}`).join(", ");
-}
-
-/** Token-mean held-out loss overall and, with several tasks, per task. */
-function heldOutLosses(trainer: Trainer, heldOut: { name: string; batches: LabeledBatch[] }[]): Record<string, number> {
-  const withData = heldOut.filter((h) => h.batches.length);
-  if (!withData.length) return {};
-  let sum = 0;
-  let tokens = 0;
-  const perTask: Record<string, number> = {};
-  for (const { name, batches } of withData) {
-    const loss = trainer.evaluate(batches);
-    const n = batches.reduce((total, b) => total + b.tokens, 0);
-    sum += loss * n;
-    tokens += n;
-    perTask[name] = loss;
-  }
-  return { eval_loss: sum / tokens, ...(heldOut.length > 1 ? prefixed("eval_loss", perTask) : {}) };
 }
 
 /** Evaluation task results as metrics.jsonl keys "eval_<metric>/<task>". */

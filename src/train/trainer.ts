@@ -46,6 +46,12 @@ export interface LabeledBatch {
   tokens: number;
 }
 
+/** Held-out batches of one task, evaluated at eval steps. */
+export interface EvalSet {
+  name: string;
+  batches: LabeledBatch[];
+}
+
 /** Training data addressed by micro-batch index, so that a resumed run sees the same batches. */
 export interface BatchSource {
   batchAt(index: number): LabeledBatch;
@@ -176,8 +182,28 @@ export class Trainer {
     return sum / weight;
   }
 
+  /**
+   * Token-mean loss over every eval set's batches as eval_loss and, with several sets (the tasks of
+   * a multi-task run), each set's own as eval_loss/<name>.
+   */
+  heldOutLosses(evalSets: EvalSet[]): Record<string, number> {
+    const withData = evalSets.filter((set) => set.batches.length);
+    if (!withData.length) return {};
+    let sum = 0;
+    let tokens = 0;
+    const perSet: Record<string, number> = {};
+    for (const { name, batches } of withData) {
+      const loss = this.evaluate(batches);
+      const n = batches.reduce((total, b) => total + b.tokens, 0);
+      sum += loss * n;
+      tokens += n;
+      perSet[`eval_loss/${name}`] = loss;
+    }
+    return { eval_loss: sum / tokens, ...(evalSets.length > 1 ? perSet : {}) };
+  }
+
   /** Trains from the current step to options.steps. */
-  run(data: BatchSource, checkpointDir: string | undefined, evalBatches: LabeledBatch[], hooks: TrainHooks = {}): void {
+  run(data: BatchSource, checkpointDir: string | undefined, evalSets: EvalSet[], hooks: TrainHooks = {}): void {
     const { steps, evalEvery, saveEvery } = this.options;
     const started = performance.now();
     while (this.step < steps) {
@@ -186,7 +212,7 @@ export class Trainer {
       const last = this.step === steps;
       if ((evalEvery > 0 && this.step % evalEvery === 0) || last) {
         const metrics: Record<string, number> = { step: this.step };
-        if (evalBatches.length) metrics.eval_loss = this.evaluate(evalBatches);
+        Object.assign(metrics, this.heldOutLosses(evalSets));
         Object.assign(metrics, hooks.onEval?.(this.step) ?? {});
         if (Object.keys(metrics).length > 1) hooks.onEvalRecord?.(metrics);
       }
