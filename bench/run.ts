@@ -26,6 +26,6 @@ for (const config of BENCH_CONFIGS.filter((c) => only.length === 0 || only.inclu
     result.pytorch = theirs;
     result.ratio = Number(((ours.tokens_per_s as number) / (theirs.tokens_per_s as number)).toFixed(3));
   }
-  process.stdout.write(json ? `${JSON.stringify(result)}\n` : `${config.name}: ${ours.tokens_per_s} tokens/s, ${ours.step_ms} ms/step, ${ours.peak_rss_mb} MB peak` +
+  process.stdout.write(json ? `${JSON.stringify(result)}\n` : `${config.name} (${ours.backend}): ${ours.tokens_per_s} tokens/s, ${ours.step_ms} ms/step, ${ours.peak_rss_mb} MB peak` +
     (hasTorch ? `; PyTorch ${(result.pytorch as Record<string, unknown>).tokens_per_s} tokens/s, ${(result.pytorch as Record<string, unknown>).peak_rss_mb} MB; ratio ${result.ratio}` : "; PyTorch not installed") + "\n");
 }

@@ -5,7 +5,7 @@ import { benchConfig, benchTrainer } from "./setup.ts";
 const config = benchConfig(process.argv[2]);
 const { batchSize: B, seqLen: S } = config;
 const steps = config.warmupSteps + config.timedSteps;
-const { params, data, trainer } = await benchTrainer(config, steps);
+const { backend, params, data, trainer } = await benchTrainer(config, steps);
 const times: number[] = [];
 const started = performance.now();
 for (let i = 0; i < steps; i++) {
@@ -16,6 +16,6 @@ for (let i = 0; i < steps; i++) {
 times.sort((a, b) => a - b);
 const stepMs = times[Math.floor(times.length / 2)];
 process.stdout.write(`${JSON.stringify({
-  name: config.name, tokens_per_s: Math.round((B * S * 1000) / stepMs), step_ms: Number(stepMs.toFixed(1)),
+  name: config.name, backend: backend.label, tokens_per_s: Math.round((B * S * 1000) / stepMs), step_ms: Number(stepMs.toFixed(1)),
   peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024), trainable_params: params.reduce((n, p) => n + p.tensor.elements, 0),
 })}\n`);

@@ -1,18 +1,20 @@
 // The backward pass's OUT_PROD rewrite (Graph.rewriteSlowOutProducts): gradients of a two-factor
 // product y = B (A x) against float64 gradients computed by hand, with every operand a variable,
-// in shapes that exercise each rewritten form (LoRA ranks, 2 KiB-multiple rows, plain rows); and
-// LoRA gradients over half-precision and quantized bases against ggml's own OUT_PROD.
+// in shapes that exercise each rewritten form (LoRA ranks, 2 KiB-multiple rows, plain rows), on
+// ggml's CPU kernels and with the BLAS backend taking the matmuls it can (then nothing is
+// rewritten: its sgemm takes OUT_PROD as is); and LoRA gradients over half-precision and
+// quantized bases against ggml's own OUT_PROD.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { loadAdapter } from "../src/adapters/peft-io.ts";
-import { Graph } from "../src/engine/graph.ts";
+import { BLAS_MIN_FLOPS, Graph } from "../src/engine/graph.ts";
 import type { DType } from "../src/engine/tensor.ts";
 import { loadModel } from "../src/models/index.ts";
 import { FIXTURES, referenceBatch } from "./support/fixtures.ts";
 import { seededNormal } from "../src/engine/random.ts";
 import { TensorStore } from "../src/engine/store.ts";
-import { testBackend } from "./support/backend.ts";
+import { blasMissing, testBackend } from "./support/backend.ts";
 import { maxRelError } from "./support/gradcheck.ts";
 
 /** c [n, m] (ggml order, row i of length n) = sum_l a[l, i] b[l, j] for a [k, n], b [k, m]: ggml_mul_mat. */
@@ -41,11 +43,21 @@ const CASES: [number[], Graph["outProdRewrites"]][] = [
   [[512, 4, 1024, 40], { swapped: 1, input_mul_mat: 2, weight_mul_mat: 1 }], // 2 KiB rows: dA, dx
   [[1024, 96, 1536, 24], { swapped: 1, input_mul_mat: 1, weight_mul_mat: 0 }], // plain r: only dA, dx
   [[40, 512, 1024, 16], { swapped: 1, input_mul_mat: 2, weight_mul_mat: 1 }], // dB over two slow widths
+  [[256, 64, 192, 64], { swapped: 0, input_mul_mat: 0, weight_mul_mat: 0 }], // with BLAS: every matmul on it
 ];
 
-for (const [[inp, r, out, tokens], expected] of CASES) {
-  test(`y = B (A x), in=${inp} r=${r} out=${out} T=${tokens}: gradients of every operand match float64`, async () => {
-    const backend = await testBackend();
+/**
+ * The nodes BLAS runs in y = B (A x): per layer, when it reaches BLAS_MIN_FLOPS, its two OUT_PRODs
+ * and its forward mul_mat if every dimension of that reaches 32 (ggml-blas's own limit).
+ */
+function blasNodes(inp: number, r: number, out: number, tokens: number): number {
+  return [[inp, r], [r, out]].reduce((n, [k, m]) => 2 * k * m * tokens < BLAS_MIN_FLOPS ? n : n + 2 + (Math.min(k, m, tokens) >= 32 ? 1 : 0), 0);
+}
+
+for (const blas of [false, true]) for (const [[inp, r, out, tokens], expected] of CASES) {
+  const skip = blas && blasMissing();
+  test(`y = B (A x), in=${inp} r=${r} out=${out} T=${tokens}${blas ? ", BLAS" : ""}: gradients of every operand match float64`, { skip }, async () => {
+    const backend = await testBackend({ blas });
     const normal = seededNormal(inp + r);
     const draw = (n: number) => Float64Array.from({ length: n }, () => normal());
     const [a64, b64, x64, w64] = [draw(inp * r), draw(r * out), draw(inp * tokens), draw(out * tokens)];
@@ -78,7 +90,10 @@ for (const [[inp, r, out, tokens], expected] of CASES) {
         const err = maxRelError(t.getF32(), want[i], scale);
         assert.ok(err < 1e-5, `${["dA", "dB", "dx"][i]}: error ${err} relative to the largest entry`);
       });
-      assert.deepEqual(g.outProdRewrites, expected);
+      assert.equal(g.blasShare.nodes, blas ? blasNodes(inp, r, out, tokens) : 0);
+      // What BLAS takes is not rewritten; the rest as on ggml's CPU kernels alone.
+      if (blas) for (const form of Object.keys(expected) as (keyof typeof expected)[]) assert.ok(g.outProdRewrites[form] <= expected[form]);
+      else assert.deepEqual(g.outProdRewrites, expected);
     } finally {
       g.free();
       store.free();
@@ -89,7 +104,7 @@ for (const [[inp, r, out, tokens], expected] of CASES) {
 /** Every LoRA gradient of llama-tiny's loss over a base held as `weightDtype`. */
 async function loraGradients(weightDtype: DType, rewriteOutProducts: boolean, frozenWeightCopy?: "f32" | "weight-type") {
   const base = path.join(FIXTURES, "llama-tiny");
-  const model = loadModel(await testBackend(), base, { weightDtype });
+  const model = loadModel(await testBackend({ blas: false }), base, { weightDtype });
   const adapter = loadAdapter(model, path.join(FIXTURES, "llama-tiny-lora-copy"));
   const { batch, labels } = referenceBatch(base);
   const g = new Graph(model.backend, { grads: true, maxNodes: model.graphNodes, rewriteOutProducts, frozenWeightCopy });

@@ -20,7 +20,7 @@ import { openCheckpoint, writeSafetensors } from "../src/io/safetensors.ts";
 import { Tokenizer } from "../src/io/tokenizer.ts";
 import { createModel, loadModel } from "../src/models/index.ts";
 import type { Model } from "../src/models/model.ts";
-import { testBackend } from "./support/backend.ts";
+import { testBackend as sharedBackend } from "./support/backend.ts";
 import { FIXTURES } from "./support/fixtures.ts";
 
 const ROOT = path.join(import.meta.dirname, "..");
@@ -29,6 +29,10 @@ after(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
 const TEXT = "Permission is hereby granted, free of charge, to any person obtaining a copy";
 const CONTINUE = 8;
+
+// llama.cpp in this process uses the same ggml registry, so a loaded BLAS backend would serve its
+// tiny test models too (several times slower there); these tests are about the files.
+const testBackend = () => sharedBackend({ blas: false });
 
 let llamaPromise: Promise<Llama> | undefined;
 const llama = () => (llamaPromise ??= getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error }));

@@ -2,13 +2,14 @@
 // loaded (CPU variants, CUDA, Vulkan); the registry then offers that build's devices.
 import fs from "node:fs";
 import os from "node:os";
+import { blasLibrary } from "./blas.ts";
 import { GGML_BACKEND_DEVICE_TYPE, findPrebuiltBinDir, koffi, loadNative, type Ggml, type Ptr } from "./native.ts";
 
 export type DeviceChoice = "cpu" | "cuda" | "vulkan" | "auto";
 export const DEVICE_CHOICES: readonly DeviceChoice[] = ["cpu", "cuda", "vulkan", "auto"];
 
 /** The npm package whose prebuilt ggml serves each device kind on this platform. */
-function platformPackage(kind: "cpu" | "cuda" | "vulkan"): string {
+export function platformPackage(kind: "cpu" | "cuda" | "vulkan"): string {
   const platform = `${process.platform}-${process.arch}`;
   return kind === "cpu" ? `@node-llama-cpp/${platform}` : `@node-llama-cpp/${platform}-${kind}`;
 }
@@ -37,15 +38,18 @@ export class Backend {
     readonly device: DeviceInfo,
     readonly binDir: string,
     private threads: number,
+    /** ggml's BLAS backend beside the CPU one: Graph hands it the matmuls it takes (engine/blas.ts). */
+    readonly blas?: Ptr,
   ) {}
 
   /**
    * Opens a compute backend. `cpu` uses the best CPU variant ggml's registry picks for this
    * processor; `cuda`/`vulkan` need their @node-llama-cpp package installed; `auto` takes a GPU
    * package when one is installed and sees a GPU, else the CPU. TASKTUNE_GGML_DIR points at a
-   * folder of self-built ggml libraries instead of the packages.
+   * folder of self-built ggml libraries instead of the packages. On the CPU the BLAS backend joins
+   * in when it is built, unless `blas: false` or TASKTUNE_BLAS=0; `blas: true` makes its absence an error.
    */
-  static async open(options: { device?: DeviceChoice; threads?: number } = {}): Promise<Backend> {
+  static async open(options: { device?: DeviceChoice; threads?: number; blas?: boolean } = {}): Promise<Backend> {
     const choice = options.device ?? (process.env.TASKTUNE_DEVICE as DeviceChoice | undefined) ?? "cpu";
     if (!DEVICE_CHOICES.includes(choice)) {
       throw new Error(`unknown device "${choice}"; expected one of ${DEVICE_CHOICES.join(", ")}`);
@@ -73,7 +77,12 @@ export class Backend {
       }
       const handle = ggml.ggml_backend_dev_init(dev, null);
       if (!handle) throw new Error(`ggml could not initialise device ${describeDevice(ggml, dev).name}`);
-      const backend = new Backend(ggml, handle, describeDevice(ggml, dev), binDir, threads);
+      const info = describeDevice(ggml, dev);
+      const blasWanted = options.blas ?? process.env.TASKTUNE_BLAS !== "0";
+      // A self-built ggml (TASKTUNE_GGML_DIR) may not match the module, which links the package's.
+      const blas = info.kind === "cpu" && blasWanted ? openBlas(ggml, override ? { missing: "TASKTUNE_GGML_DIR is set" } : blasLibrary(PINNED_VERSION)) : undefined;
+      if (options.blas === true && !blas) throw new Error(`the BLAS backend is not available: ${blasUnavailable}`);
+      const backend = new Backend(ggml, handle, info, binDir, threads, blas);
       backend.setThreads(threads);
       return backend;
     }
@@ -84,15 +93,40 @@ export class Backend {
     return this.threads;
   }
 
-  /** Thread count of the CPU backend (GPU backends ignore it). */
+  /** Thread count of the CPU backend and BLAS (GPU backends ignore it). */
   setThreads(n: number): void {
     if (!Number.isInteger(n) || n < 1) throw new Error(`threads must be a positive integer, got ${n}`);
     this.threads = n;
-    if (this.device.kind !== "cpu") return;
-    const reg = this.ggml.ggml_backend_dev_backend_reg(listDevicePointers(this.ggml).find(
-      (d) => describeDevice(this.ggml, d).name === this.device.name)!);
+    this.cpuThreads = 0;
+    if (this.blas) this.setBackendThreads(this.blas, n);
+    this.shareCores(false);
+  }
+
+  /**
+   * Gives ggml's CPU backend the threads a graph's compute should use. A graph that hands matmuls
+   * to BLAS runs its other ops on one CPU thread, BLAS's threads taking the rest: two thread pools
+   * that both spin while they wait took each other's cores on a 2-core machine (training steps of
+   * small models 5-100x slower, larger ones alternating between 96 and 130 ms from run to run),
+   * while this split was steady and as fast on average (docs/ENGINE-NOTES.md).
+   */
+  shareCores(withBlas: boolean): void {
+    const n = withBlas && this.blas ? 1 : this.threads;
+    if (this.device.kind !== "cpu" || n === this.cpuThreads) return;
+    this.setBackendThreads(this.handle, n);
+    this.cpuThreads = n;
+  }
+
+  private cpuThreads = 0;
+
+  private setBackendThreads(handle: Ptr, n: number): void {
+    const reg = this.ggml.ggml_backend_dev_backend_reg(this.ggml.ggml_backend_get_device(handle));
     const fn = this.ggml.ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
-    if (fn) koffi.call(fn, setThreadsProto, this.handle, n);
+    if (fn) koffi.call(fn, setThreadsProto, handle, n);
+  }
+
+  /** The device's name, with "+BLAS" when the BLAS backend runs the large matmuls. */
+  get label(): string {
+    return this.blas ? `${this.device.name}+BLAS` : this.device.name;
   }
 
   get defaultBufferType(): Ptr {
@@ -102,11 +136,44 @@ export class Backend {
   close(): void {
     if (this.freed) return;
     this.freed = true;
+    if (this.blas) this.ggml.ggml_backend_free(this.blas);
     this.ggml.ggml_backend_free(this.handle);
   }
 }
 
-const PINNED_VERSION = "3.21.1";
+/** Why the last openBlas found no BLAS backend. */
+let blasUnavailable = "turned off (TASKTUNE_BLAS=0)";
+
+/** Why the CPU backend runs without BLAS (the last attempt's reason). */
+export function blasUnavailableReason(): string {
+  return blasUnavailable;
+}
+/** The module is registered with ggml once per process; later backends reuse its device. */
+let blasDevice: Ptr | undefined;
+
+function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>): Ptr | undefined {
+  if (!blasDevice) {
+    if ("missing" in library) {
+      blasUnavailable = library.missing;
+      return undefined;
+    }
+    // After each call the BLAS library's idle threads spin by default (libgomp under BLIS for 300k
+    // rounds, OpenBLAS for 2^28 cycles), on cores that ggml's thread needs for the next ops: steps
+    // were slower and less steady (cpu-small-full 3,800-4,500 tokens/s against a steady 4,400).
+    // Both are read when the library loads, so they are set just before; a user's own values win.
+    process.env.GOMP_SPINCOUNT ??= "1000";
+    process.env.OPENBLAS_THREAD_TIMEOUT ??= "4";
+    const reg = ggml.ggml_backend_load(library.path);
+    if (!reg) {
+      blasUnavailable = `ggml could not load ${library.path} (run with TASKTUNE_VERBOSE=1 to see why; rebuild with \`npm run build-blas\`)`;
+      return undefined;
+    }
+    blasDevice = ggml.ggml_backend_reg_dev_get(reg, 0);
+  }
+  return ggml.ggml_backend_dev_init(blasDevice, null) || undefined;
+}
+
+export const PINNED_VERSION = "3.21.1";
 const setThreadsProto = koffi.proto("void ggml_backend_set_n_threads_t(void *backend, int n_threads)");
 
 /** Physical cores are what ggml's matmuls scale with; hyperthreads only add contention. */

@@ -32,6 +32,15 @@ const DIFFERENTIABLE_OPS = new Set([
   "ARGMAX",
 ]);
 
+/**
+ * Matmuls below this many flops stay on ggml's CPU kernels: at ~35 GFLOP/s for ggml's one thread
+ * against ~150 for BLAS on two, plus ~30 us to hand over, the crossover is near 1.4 MFLOP.
+ */
+export const BLAS_MIN_FLOPS = 1 << 20;
+
+/** Ops that only reinterpret memory: computing them does nothing. */
+const NO_WORK_OPS = new Set(["NONE", "VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"]);
+
 function sameShape(a: Tensor, b: Tensor): boolean {
   return a.ne.every((n, i) => n === b.ne[i]);
 }
@@ -77,6 +86,9 @@ export class Graph {
   /** OUT_PROD nodes of the backward pass computed another way, by form (rewriteSlowOutProducts). */
   readonly outProdRewrites: Record<Exclude<OutProdForm, "out_prod">, number> = { swapped: 0, input_mul_mat: 0, weight_mul_mat: 0 };
   private galloc: Ptr = 0n;
+  /** With a BLAS backend: runs of consecutive nodes and the backend that computes each (planSplits). */
+  private splits: { backend: Ptr; first: number; graph: Ptr }[] = [];
+  private splitCtx: Ptr = 0n;
   private readonly outputs: Tensor[] = [];
   /** Small persistent tensors the graph owns (the loss seed of the backward pass). */
   private readonly own: TensorStore;
@@ -421,8 +433,9 @@ export class Graph {
    * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
    * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
    * the original order, with the new operands right before their users. Only matrices are
-   * rewritten (attention's batched products are left alone), and on GPU backends only the input
-   * gradients through frozen half-precision or quantized weights.
+   * rewritten (attention's batched products are left alone: as BLAS mul_mats over transposed
+   * copies they measured no faster), none that a BLAS backend takes as they are, and on GPU
+   * backends only the input gradients through frozen half-precision or quantized weights.
    */
   private rewriteSlowOutProducts(): void {
     const { ggml, ctx } = this;
@@ -442,6 +455,8 @@ export class Graph {
       if (!matrix(a) || !matrix(b) || !a.isContiguous || b.dtype !== "f32") continue;
       const g = ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" ? b.source(0) : undefined;
       if (!b.isContiguous && !g?.isContiguous) continue;
+      // BLAS runs an f32 OUT_PROD as one sgemm with the transpose folded in: faster than any rewrite.
+      if (this.runsOnBlas(node)) continue;
       // A frozen half-precision or quantized weight's input gradient: OUT_PROD converts a row of
       // the weight to f32 for every token (20-35x slower than mul_mat for f16, 3x for q8_0, no
       // kernel at all for bf16), so the weight is converted once, transposed, to f32. Same f32
@@ -505,7 +520,63 @@ export class Graph {
     if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.exec)) {
       throw new Error(`could not allocate the graph's ${nodes.length} nodes on ${this.backend.device.name}`);
     }
+    this.planSplits(nodes);
     this.built = true;
+  }
+
+  /**
+   * With a BLAS backend, the matmuls it takes (large enough, contiguous f32 operands) run on it and
+   * everything else on the CPU backend, in graph order. Both work in host memory, so unlike
+   * ggml_backend_sched nothing is copied: the graph is cut into runs of consecutive nodes with one
+   * owner each. Nodes that do no work (views, reshapes) stay in the run they fall in.
+   */
+  private planSplits(nodes: Tensor[]): void {
+    const { ggml } = this;
+    const blas = this.backend.blas;
+    if (!blas) return;
+    const owners: Ptr[] = [];
+    nodes.forEach((node, i) => {
+      const op = ggml.ggml_op_desc(node.ptr);
+      const owner = this.runsOnBlas(node) ? blas : NO_WORK_OPS.has(op) && i > 0 ? owners[i - 1] : this.backend.handle;
+      owners.push(owner);
+    });
+    const runs: { backend: Ptr; first: number; count: number }[] = [];
+    owners.forEach((backend, i) => {
+      const last = runs[runs.length - 1];
+      if (last?.backend === backend) last.count++;
+      else runs.push({ backend, first: i, count: 1 });
+    });
+    const memSize = runs.reduce((sum, run) => sum + ggml.ggml_graph_overhead_custom(run.count, false), 0);
+    this.splitCtx = ggml.ggml_init({ mem_size: memSize, mem_buffer: null, no_alloc: true });
+    this.splits = runs.map(({ backend, first, count }) => {
+      const graph = ggml.ggml_new_graph_custom(this.splitCtx, count, false);
+      for (let i = first; i < first + count; i++) ggml.ggml_graph_add_node(graph, nodes[i].ptr);
+      return { backend, first, graph };
+    });
+  }
+
+  /**
+   * Whether the BLAS backend computes `node`: a matmul it supports (contiguous f32 operands, or
+   * a weight it converts) with at least BLAS_MIN_FLOPS of work; below that, waking its threads
+   * costs more than ggml's own kernel takes.
+   */
+  private runsOnBlas(node: Tensor): boolean {
+    const blas = this.backend.blas;
+    if (!blas) return false;
+    const op = this.ggml.ggml_op_desc(node.ptr);
+    if (op !== "MUL_MAT" && op !== "OUT_PROD") return false;
+    // mul_mat sums over src0's rows, out_prod over its columns.
+    const inner = op === "MUL_MAT" ? node.source(0).ne[0] : node.source(0).ne[1];
+    const flops = 2 * inner * node.ne.reduce((a, b) => a * b, 1);
+    return flops >= BLAS_MIN_FLOPS && this.ggml.ggml_backend_supports_op(blas, node.ptr);
+  }
+
+  /** How many nodes the BLAS backend computes, and in how many runs the graph is computed (0 without BLAS). */
+  get blasShare(): { nodes: number; runs: number } {
+    const nodes = this.splits.filter((split) => split.backend === this.backend.blas)
+      .flatMap((split) => this.nodesOf(split.graph))
+      .filter((n) => !NO_WORK_OPS.has(this.ggml.ggml_op_desc(n.ptr))).length;
+    return { nodes, runs: this.splits.length };
   }
 
   /** Bytes of the allocator's compute buffer. */
@@ -515,8 +586,22 @@ export class Graph {
 
   compute(): void {
     if (!this.built) this.allocate();
-    const status = this.ggml.ggml_backend_graph_compute(this.backend.handle, this.exec);
-    if (status !== GGML_STATUS_SUCCESS) throw new Error(`graph compute failed with ggml status ${status}`);
+    this.backend.shareCores(this.splits.length > 0);
+    const parts = this.splits.length ? this.splits : [{ backend: this.backend.handle, graph: this.exec }];
+    for (const { backend, graph } of parts) {
+      const status = this.ggml.ggml_backend_graph_compute(backend, graph);
+      if (status !== GGML_STATUS_SUCCESS) throw new Error(`graph compute failed with ggml status ${status}`);
+    }
+  }
+
+  /** The backend that computes node i of `nodes` (see planSplits). */
+  private ownerOf(i: number): Ptr {
+    let owner = this.backend.handle;
+    for (const split of this.splits) {
+      if (split.first > i) break;
+      owner = split.backend;
+    }
+    return owner;
   }
 
   /**
@@ -533,6 +618,7 @@ export class Graph {
     const ctx = ggml.ggml_init({ mem_size: ggml.ggml_graph_overhead_custom(1, false) + 1024, mem_buffer: null, no_alloc: true });
     const one = ggml.ggml_new_graph_custom(ctx, 1, false);
     const samples = nodes.map(() => [] as number[]);
+    const owners = nodes.map((_, i) => this.ownerOf(i));
     try {
       for (let r = 0; r < runs; r++) {
         setInputs?.();
@@ -540,7 +626,7 @@ export class Graph {
           ggml.ggml_graph_clear(one);
           ggml.ggml_graph_add_node(one, node.ptr);
           const t0 = performance.now();
-          ggml.ggml_backend_graph_compute(this.backend.handle, one);
+          ggml.ggml_backend_graph_compute(owners[i], one);
           samples[i].push(performance.now() - t0);
         });
       }
@@ -551,7 +637,7 @@ export class Graph {
     const perNode = samples.map(median);
     // Views, reshapes and the like do no work: their time is the overhead of one compute call.
     const free = nodes.map((n, i) => [ggml.ggml_op_desc(n.ptr), perNode[i]] as const)
-      .filter(([op]) => ["VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE", "NONE"].includes(op)).map(([, ms]) => ms);
+      .filter(([op]) => NO_WORK_OPS.has(op)).map(([, ms]) => ms);
     const overhead = free.length ? median(free) : 0;
     const out = new Map<string, { ms: number; count: number }>();
     nodes.forEach((node, i) => {
@@ -559,7 +645,7 @@ export class Graph {
       if (key === "MUL_MAT" || key === "OUT_PROD") {
         const a = node.source(0);
         const b = node.source(1);
-        key += ` ${a.ne.slice(0, 2).join("x")} . ${b.ne.slice(0, 2).join("x")}${b.isContiguous ? "" : " (b strided)"}`;
+        key += ` ${a.ne.slice(0, 2).join("x")} . ${b.ne.slice(0, 2).join("x")}${b.isContiguous ? "" : " (b strided)"}${owners[i] === this.backend.blas ? " [BLAS]" : ""}`;
       }
       const entry = out.get(key) ?? { ms: 0, count: 0 };
       entry.ms += Math.max(0, perNode[i] - overhead);
@@ -573,6 +659,9 @@ export class Graph {
     const { ggml } = this;
     if (this.galloc) ggml.ggml_gallocr_free(this.galloc);
     this.galloc = 0n;
+    if (this.splitCtx) ggml.ggml_free(this.splitCtx);
+    this.splitCtx = 0n;
+    this.splits = [];
     this.own.free();
     ggml.ggml_free(this.ctx);
   }

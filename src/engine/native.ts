@@ -176,6 +176,8 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
     ggml_backend_dev_memory: f<[P, BigUint64Array, BigUint64Array], void>(
       "void ggml_backend_dev_memory(void *dev, _Out_ size_t *free, _Out_ size_t *total)"),
     ggml_backend_dev_backend_reg: f<[P], P>("void *ggml_backend_dev_backend_reg(void *dev)"),
+    ggml_backend_reg_dev_get: f<[P, number], P>("void *ggml_backend_reg_dev_get(void *reg, size_t index)", registry),
+    ggml_backend_get_device: f<[P], P>("void *ggml_backend_get_device(void *backend)"),
     ggml_backend_dev_init: f<[P, string | null], P>("void *ggml_backend_dev_init(void *dev, const char *params)"),
     ggml_backend_reg_get_proc_address: f<[P, string], P>("void *ggml_backend_reg_get_proc_address(void *reg, const char *name)"),
     ggml_backend_free: f<[P], void>("void ggml_backend_free(void *backend)"),

@@ -76,7 +76,7 @@ export async function runTraining(config: TrainConfig, options: RunOptions = {})
       eval: task.eval ? { file: task.eval } : task.eval_fraction ? { fraction: task.eval_fraction, seed: t.seed } : undefined,
     }),
   }));
-  say(`${config.model}: ${model.config.modelType}, ${model.parameterCount.toLocaleString("en-US")} parameters on ${backend.device.name} (${backend.threadCount} threads)`);
+  say(`${config.model}: ${model.config.modelType}, ${model.parameterCount.toLocaleString("en-US")} parameters on ${backend.label} (${backend.threadCount} threads)`);
   for (const { train, dataset: { stats: { train: s } } } of tasks) {
     say(`${train}: ${s.rows} ${s.shape} rows, ${s.tokens} tokens${s.truncated ? `, ${s.truncated} truncated to ${t.seq_len} tokens` : ""}`);
   }
