@@ -14,11 +14,11 @@ import { loadModel } from "../src/models/index.ts";
 import { blasMissing, testBackend } from "./support/backend.ts";
 import { maxRelError } from "./support/gradcheck.ts";
 
-// review-llama: hidden 128, SwiGLU 344, vocab 512, 4 layers; 4 x 32 tokens make every projection
+// review-llama: hidden 128, SwiGLU 344, vocab 512, 4 layers; 4 x 48 tokens make every projection
 // and the LM head large enough for BLAS (all dimensions >= 32), attention's per-head ones too.
 const MODEL = path.join(import.meta.dirname, "../models/review-llama");
 const B = 4;
-const S = 32;
+const S = 48;
 const skip = blasMissing();
 
 /** Loss and gradients of one batch of seeded tokens, and how much of the graph BLAS ran. */
@@ -47,7 +47,7 @@ async function lossAndGradients(backend: Backend, method: "full" | "lora", weigh
     for (const [t, fill] of inputs.values) t.setAll(fill(batch));
     for (const [t, fill] of targets) t.setAll(fill({ labels: ids }));
     g.compute();
-    return { loss: loss.getF32()[0], grads: grads.map((t) => t.getF32()), share: g.blasShare };
+    return { loss: loss.getF32()[0], grads: grads.map((t) => t.getF32()), share: g.blasShare, rewrites: { ...g.outProdRewrites } };
   } finally {
     g.free();
     adapter?.free();
@@ -66,6 +66,8 @@ for (const [method, dtype] of [["full", "f32"], ["lora", "f32"], ["lora", "f16"]
     assert.equal(cpuOnly.share.nodes, 0);
     // Every projection, its two gradients and the LM head at least.
     assert.ok(withBlas.share.nodes >= 4 * 7 * (method === "full" ? 3 : 2), `BLAS ran ${withBlas.share.nodes} nodes`);
+    // Attention's two input gradients per layer (dq, d(kq)) become BLAS mul_mats.
+    if (method === "full") assert.equal(withBlas.rewrites.input_mul_mat, 2 * 4);
     assert.ok(Math.abs(withBlas.loss - cpuOnly.loss) < TOLERANCE[dtype] * cpuOnly.loss, `loss ${withBlas.loss} vs ${cpuOnly.loss}`);
     withBlas.grads.forEach((got, i) => {
       const want = cpuOnly.grads[i];

@@ -48,8 +48,16 @@ export interface BlasSources {
 }
 
 function which(command: string): string | undefined {
-  const hit = spawnSync("sh", ["-c", `command -v ${command}`], { encoding: "utf8" });
-  return hit.status === 0 ? hit.stdout.trim() : undefined;
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter).filter(Boolean)) {
+    const candidate = path.join(dir, command);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this folder
+    }
+  }
+  return undefined;
 }
 
 /** A BLAS library to build against: ggml-blas.cpp's define for it and the compiler flags. */

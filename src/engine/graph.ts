@@ -432,10 +432,9 @@ export class Graph {
    * slow for some row lengths (slowOutProdRows). Such nodes are rewritten in place into the
    * arrangement outProdForm picks. Each node keeps its identity (gradient table, accumulators,
    * flags) and computes the same values up to float rounding; the computed graph is rebuilt in
-   * the original order, with the new operands right before their users. Only matrices are
-   * rewritten (attention's batched products are left alone: as BLAS mul_mats over transposed
-   * copies they measured no faster), none that a BLAS backend takes as they are, and on GPU
-   * backends only the input gradients through frozen half-precision or quantized weights.
+   * the original order, with the new operands right before their users. None that a BLAS backend
+   * takes as they are is rewritten; batched products (attention) only into a mul_mat for BLAS; and
+   * on GPU backends only the input gradients through frozen half-precision or quantized weights.
    */
   private rewriteSlowOutProducts(): void {
     const { ggml, ctx } = this;
@@ -452,11 +451,23 @@ export class Graph {
       if (ggml.ggml_op_desc(node.ptr) !== "OUT_PROD") continue;
       const a = node.source(0);
       const b = node.source(1);
-      if (!matrix(a) || !matrix(b) || !a.isContiguous || b.dtype !== "f32") continue;
+      if (!a.isContiguous || b.dtype !== "f32") continue;
       const g = ggml.ggml_op_desc(b.ptr) === "TRANSPOSE" ? b.source(0) : undefined;
       if (!b.isContiguous && !g?.isContiguous) continue;
       // BLAS runs an f32 OUT_PROD as one sgemm with the transpose folded in: faster than any rewrite.
       if (this.runsOnBlas(node)) continue;
+      if (!matrix(a) || !matrix(b)) {
+        // Attention's batched products: BLAS takes no OUT_PROD of them, but takes an input gradient
+        // as a mul_mat over one transposed copy (net 3 ms of 112 per cpu-small step; the weight
+        // gradients would need two copies, which cost what the sgemm saves).
+        if (!this.backend.blas || !g || a.dtype !== "f32") continue;
+        const replacement = ggml.ggml_mul_mat(ctx, transposeCopy(a.ptr), g.ptr);
+        if (!this.runsOnBlas(this.wrap(replacement))) continue;
+        copyOp(node.ptr, replacement);
+        this.outProdRewrites.input_mul_mat++;
+        rewritten++;
+        continue;
+      }
       // A frozen half-precision or quantized weight's input gradient: OUT_PROD converts a row of
       // the weight to f32 for every token (20-35x slower than mul_mat for f16, 3x for q8_0, no
       // kernel at all for bf16), so the weight is converted once, transposed, to f32. Same f32
