@@ -31,6 +31,8 @@ const KIND_BY_TYPE: Record<number, DeviceInfo["kind"]> = {
 
 export class Backend {
   private freed = false;
+  /** The CPU backend's current thread count (shareCores); 0 before the first. */
+  private cpuThreads = 0;
 
   private constructor(
     readonly ggml: Ggml,
@@ -116,8 +118,6 @@ export class Backend {
     this.cpuThreads = n;
   }
 
-  private cpuThreads = 0;
-
   private setBackendThreads(handle: Ptr, n: number): void {
     const reg = this.ggml.ggml_backend_dev_backend_reg(this.ggml.ggml_backend_get_device(handle));
     const fn = this.ggml.ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
@@ -142,12 +142,13 @@ export class Backend {
 }
 
 /** Why the last openBlas found no BLAS backend. */
-let blasUnavailable = "turned off (TASKTUNE_BLAS=0)";
+let blasUnavailable = "turned off (TASKTUNE_BLAS=0 or blas: false)";
 
 /** Why the CPU backend runs without BLAS (the last attempt's reason). */
 export function blasUnavailableReason(): string {
   return blasUnavailable;
 }
+
 /** The module is registered with ggml once per process; later backends reuse its device. */
 let blasDevice: Ptr | undefined;
 

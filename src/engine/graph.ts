@@ -630,6 +630,7 @@ export class Graph {
     const one = ggml.ggml_new_graph_custom(ctx, 1, false);
     const samples = nodes.map(() => [] as number[]);
     const owners = nodes.map((_, i) => this.ownerOf(i));
+    this.backend.shareCores(this.splits.length > 0);
     try {
       for (let r = 0; r < runs; r++) {
         setInputs?.();
