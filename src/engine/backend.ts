@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import { blasLibrary } from "./blas.ts";
-import { GGML_BACKEND_DEVICE_TYPE, findPrebuiltBinDir, koffi, loadNative, type Ggml, type Ptr } from "./native.ts";
+import { GGML_BACKEND_DEVICE_TYPE, GGML_MAX_N_THREADS, findPrebuiltBinDir, koffi, loadNative, type Ggml, type Ptr } from "./native.ts";
 
 export type DeviceChoice = "cpu" | "cuda" | "vulkan" | "auto";
 export const DEVICE_CHOICES: readonly DeviceChoice[] = ["cpu", "cuda", "vulkan", "auto"];
@@ -33,6 +33,8 @@ export class Backend {
   private freed = false;
   /** The CPU backend's current thread count (shareCores); 0 before the first. */
   private cpuThreads = 0;
+  /** ggml threadpool with fixed CPU placement (placeThreads), or 0 for ggml's per-compute threads. */
+  private threadpool: Ptr = 0n;
 
   private constructor(
     readonly ggml: Ggml,
@@ -82,9 +84,14 @@ export class Backend {
       const info = describeDevice(ggml, dev);
       const blasWanted = options.blas ?? process.env.TASKTUNE_BLAS !== "0";
       // A self-built ggml (TASKTUNE_GGML_DIR) may not match the module, which links the package's.
-      const blas = info.kind === "cpu" && blasWanted ? openBlas(ggml, override ? { missing: "TASKTUNE_GGML_DIR is set" } : blasLibrary(PINNED_VERSION)) : undefined;
+      const blas = info.kind === "cpu" && blasWanted ? openBlas(ggml, override ? { missing: "TASKTUNE_GGML_DIR is set" } : blasLibrary(PINNED_VERSION), threads) : undefined;
       if (options.blas === true && !blas) throw new Error(`the BLAS backend is not available: ${blasUnavailable}`);
       const backend = new Backend(ggml, handle, info, binDir, threads, blas);
+      if (info.kind === "cpu") {
+        // Backends opened before BLAS placed the threads move onto the placement too.
+        if (placement && !placedBackends.size) for (const other of cpuBackends) other.setThreads(other.threads);
+        cpuBackends.add(backend);
+      }
       backend.setThreads(threads);
       return backend;
     }
@@ -100,22 +107,65 @@ export class Backend {
     if (!Number.isInteger(n) || n < 1) throw new Error(`threads must be a positive integer, got ${n}`);
     this.threads = n;
     this.cpuThreads = 0;
+    if (this.device.kind !== "cpu") return;
     if (this.blas) this.setBackendThreads(this.blas, n);
+    this.placeThreads();
     this.shareCores(false);
   }
 
   /**
-   * Gives ggml's CPU backend the threads a graph's compute should use. A graph that hands matmuls
-   * to BLAS runs its other ops on one CPU thread, BLAS's threads taking the rest: two thread pools
-   * that both spin while they wait took each other's cores on a 2-core machine (training steps of
-   * small models 5-100x slower, larger ones alternating between 96 and 130 ms from run to run),
-   * while this split was steady and as fast on average (docs/ENGINE-NOTES.md).
+   * ggml's CPU threads and BLAS's OpenMP threads both spin while they wait. Left to the kernel's
+   * placement on a 2-core machine they took each other's cores: llama-tiny's training steps took
+   * 7-400 ms instead of 3, cpu-small-full 96 or 130 ms depending on the run. Once BLAS has fixed
+   * the OpenMP team's CPUs (threadPlacement), every CPU backend in the process gets a ggml
+   * threadpool on the same CPUs, which puts its workers where OpenMP's workers are and the main
+   * thread where OpenMP's master is: steps were steady at 91-97 ms. Where that placement does not
+   * hold (another thread count, OpenBLAS, a user's own OpenMP placement), a graph that uses BLAS
+   * runs ggml's ops on one thread instead (steady at 112-116 ms; shareCores).
+   */
+  private placeThreads(): void {
+    this.freeThreadpool();
+    if (!placement || this.threads === 1 || this.threads > placement.length) return;
+    placedBackends.add(this);
+    const cpus = new Set(placement.slice(0, this.threads));
+    const reg = this.cpuRegistry();
+    const create = this.ggml.ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+    if (!create) return;
+    this.threadpool = koffi.call(create, threadpoolNewProto, {
+      cpumask: Array.from({ length: GGML_MAX_N_THREADS }, (_, cpu) => cpus.has(cpu)),
+      // strict: one CPU per thread in mask order, the main thread on the last (ggml_threadpool_new).
+      n_threads: this.threads, prio: 0, poll: 0, strict_cpu: true, paused: false,
+    }) as Ptr;
+    if (this.threadpool) this.setBackendThreadpool(this.threadpool);
+  }
+
+  /**
+   * Gives ggml's CPU backend the threads a graph's compute should use: all of them, unless the
+   * graph hands matmuls to BLAS and the threads are not placed (see placeThreads); then one.
    */
   shareCores(withBlas: boolean): void {
-    const n = withBlas && this.blas ? 1 : this.threads;
+    const placed = this.threadpool !== 0n && this.threads === placement?.length;
+    const n = withBlas && this.blas && !placed ? 1 : this.threads;
     if (this.device.kind !== "cpu" || n === this.cpuThreads) return;
     this.setBackendThreads(this.handle, n);
     this.cpuThreads = n;
+  }
+
+  private cpuRegistry(): Ptr {
+    return this.ggml.ggml_backend_dev_backend_reg(this.ggml.ggml_backend_get_device(this.handle));
+  }
+
+  private freeThreadpool(): void {
+    if (!this.threadpool) return;
+    this.setBackendThreadpool(0n);
+    const free = this.ggml.ggml_backend_reg_get_proc_address(this.cpuRegistry(), "ggml_threadpool_free");
+    if (free) koffi.call(free, threadpoolFreeProto, this.threadpool);
+    this.threadpool = 0n;
+  }
+
+  private setBackendThreadpool(pool: Ptr): void {
+    const set = this.ggml.ggml_backend_reg_get_proc_address(this.cpuRegistry(), "ggml_backend_cpu_set_threadpool");
+    if (set) koffi.call(set, setThreadpoolProto, this.handle, pool);
   }
 
   private setBackendThreads(handle: Ptr, n: number): void {
@@ -136,6 +186,9 @@ export class Backend {
   close(): void {
     if (this.freed) return;
     this.freed = true;
+    cpuBackends.delete(this);
+    placedBackends.delete(this);
+    this.freeThreadpool();
     if (this.blas) this.ggml.ggml_backend_free(this.blas);
     this.ggml.ggml_backend_free(this.handle);
   }
@@ -152,7 +205,35 @@ export function blasUnavailableReason(): string {
 /** The module is registered with ggml once per process; later backends reuse its device. */
 let blasDevice: Ptr | undefined;
 
-function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>): Ptr | undefined {
+/**
+ * CPUs for `threads` threads when BLAS runs on BLIS's OpenMP build: the first `threads` CPUs this
+ * process may use. OpenMP's master (the main thread) goes on the last of them and its workers on
+ * the others, which is where ggml_threadpool_new puts ggml's (placeThreads). Undefined for one
+ * thread, off Linux, or when the user placed OpenMP's threads already.
+ */
+function threadPlacement(threads: number): number[] | undefined {
+  if (threads < 2 || process.platform !== "linux") return undefined;
+  if (["GOMP_CPU_AFFINITY", "OMP_PROC_BIND", "OMP_PLACES"].some((name) => process.env[name] !== undefined)) return undefined;
+  const cpus = allowedCpus();
+  return cpus.length >= threads ? cpus.slice(0, threads) : undefined;
+}
+
+/** The CPUs in /proc/self/status's Cpus_allowed_list ("0-3,8,10-11"), in order. */
+function allowedCpus(): number[] {
+  const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync("/proc/self/status", "utf8"))?.[1] ?? "";
+  return list.split(",").filter(Boolean).flatMap((range) => {
+    const [lo, hi = lo] = range.split("-").map(Number);
+    return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+  });
+}
+
+/** Where ggml's and OpenMP's threads run, once BLAS on BLIS has fixed it for this process. */
+let placement: number[] | undefined;
+/** Open CPU backends, and those of them on placed threads. */
+const cpuBackends = new Set<Backend>();
+const placedBackends = new Set<Backend>();
+
+function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>, threads: number): Ptr | undefined {
   if (!blasDevice) {
     if ("missing" in library) {
       blasUnavailable = library.missing;
@@ -164,18 +245,25 @@ function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>): Ptr | un
     // Both are read when the library loads, so they are set just before; a user's own values win.
     process.env.GOMP_SPINCOUNT ??= "1000";
     process.env.OPENBLAS_THREAD_TIMEOUT ??= "4";
+    const cpus = library.vendor === "blis" ? threadPlacement(threads) : undefined;
+    if (cpus) process.env.GOMP_CPU_AFFINITY = [cpus[cpus.length - 1], ...cpus.slice(0, -1)].join(" ");
     const reg = ggml.ggml_backend_load(library.path);
     if (!reg) {
       blasUnavailable = `ggml could not load ${library.path} (run with TASKTUNE_VERBOSE=1 to see why; rebuild with \`npm run build-blas\`)`;
       return undefined;
     }
     blasDevice = ggml.ggml_backend_reg_dev_get(reg, 0);
+    placement = cpus;
   }
   return ggml.ggml_backend_dev_init(blasDevice, null) || undefined;
 }
 
 export const PINNED_VERSION = "3.21.1";
 const setThreadsProto = koffi.proto("void ggml_backend_set_n_threads_t(void *backend, int n_threads)");
+const threadpoolNewProto = koffi.proto("void *ggml_threadpool_new_t(ggml_threadpool_params *params)");
+const threadpoolFreeProto = koffi.proto("void ggml_threadpool_free_t(void *threadpool)");
+const setThreadpoolProto = koffi.proto("void ggml_backend_cpu_set_threadpool_t(void *backend, void *threadpool)");
+
 
 /** Physical cores are what ggml's matmuls scale with; hyperthreads only add contention. */
 function defaultThreads(): number {

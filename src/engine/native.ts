@@ -16,6 +16,9 @@ export const GGML_MAX_OP_PARAMS = 64;
 /** sizeof(struct ggml_object), the per-tensor bookkeeping ggml_tensor_overhead() adds. */
 const GGML_OBJECT_SIZE = 32;
 
+/** ggml.h GGML_MAX_N_THREADS: the length of ggml_threadpool_params.cpumask. */
+export const GGML_MAX_N_THREADS = 512;
+
 export const structs = {
   ggml_init_params: koffi.struct("ggml_init_params", {
     mem_size: "size_t",
@@ -37,6 +40,14 @@ export const structs = {
     name: koffi.array("char", GGML_MAX_NAME),
     extra: "void *",
     padding: koffi.array("char", 8),
+  }),
+  ggml_threadpool_params: koffi.struct("ggml_threadpool_params", {
+    cpumask: koffi.array("bool", GGML_MAX_N_THREADS),
+    n_threads: "int",
+    prio: "int",
+    poll: "uint32_t",
+    strict_cpu: "bool",
+    paused: "bool",
   }),
   gguf_init_params: koffi.struct("gguf_init_params", {
     no_alloc: "bool",
