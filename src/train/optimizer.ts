@@ -53,7 +53,10 @@ export class AdamW {
     this.normGraph = new Graph(backend, { maxNodes: 4 * params.length + 16 });
     let sum: Tensor | undefined;
     for (const acc of accumulators) {
-      const s = this.normGraph.sum(this.normGraph.sqr(acc));
+      // The squared norm as a dot product (mul_mat of the flat gradient with itself): one read of
+      // the gradient, where sum(sqr(g)) writes and reads a squared copy as well.
+      const flat = this.normGraph.reshape(acc, [acc.elements]);
+      const s = this.normGraph.reshape(this.normGraph.mulMat(flat, flat), [1]);
       sum = sum ? this.normGraph.add(sum, s) : s;
     }
     this.sumOfSquares = this.normGraph.output(sum!);
