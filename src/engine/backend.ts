@@ -88,8 +88,11 @@ export class Backend {
       if (options.blas === true && !blas) throw new Error(`the BLAS backend is not available: ${blasUnavailable}`);
       const backend = new Backend(ggml, handle, info, binDir, threads, blas);
       if (info.kind === "cpu") {
-        // Backends opened before BLAS placed the threads move onto the placement too.
-        if (placement && !placedBackends.size) for (const other of cpuBackends) other.setThreads(other.threads);
+        // Backends opened before BLAS pinned the main thread move onto the placement too.
+        if (placement && !placementApplied) {
+          placementApplied = true;
+          for (const other of cpuBackends) other.setThreads(other.threads);
+        }
         cpuBackends.add(backend);
       }
       backend.setThreads(threads);
@@ -116,36 +119,34 @@ export class Backend {
   /**
    * ggml's CPU threads and BLAS's OpenMP threads both spin while they wait. Left to the kernel's
    * placement on a 2-core machine they took each other's cores: llama-tiny's training steps took
-   * 7-400 ms instead of 3, cpu-small-full 96 or 130 ms depending on the run. Once BLAS has fixed
-   * the OpenMP team's CPUs (threadPlacement), every CPU backend in the process gets a ggml
-   * threadpool on the same CPUs, which puts its workers where OpenMP's workers are and the main
-   * thread where OpenMP's master is: steps were steady at 91-97 ms. Where that placement does not
-   * hold (another thread count, OpenBLAS, a user's own OpenMP placement), a graph that uses BLAS
-   * runs ggml's ops on one thread instead (steady at 112-116 ms; shareCores).
+   * 7-400 ms instead of 3, cpu-small-full 96 or 130 ms depending on the run. Once BLAS has placed
+   * OpenMP's threads (threadPlacement: the main thread, which is OpenMP's master, on one CPU and
+   * the workers on the others), every CPU backend in the process gets a ggml threadpool placed
+   * the same way: ggml's and OpenMP's workers share CPUs but never run at once, and neither runs
+   * on the main thread's CPU. Steps were then steady at 91-97 ms.
    */
   private placeThreads(): void {
     this.freeThreadpool();
-    if (!placement || this.threads === 1 || this.threads > placement.length) return;
-    placedBackends.add(this);
-    const cpus = new Set(placement.slice(0, this.threads));
-    const reg = this.cpuRegistry();
-    const create = this.ggml.ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+    if (!placement || this.threads === 1 || this.threads > placement.workers.length + 1) return;
+    const cpus = new Set([...placement.workers.slice(0, this.threads - 1), placement.main]);
+    const create = this.ggml.ggml_backend_reg_get_proc_address(this.cpuRegistry(), "ggml_threadpool_new");
     if (!create) return;
     this.threadpool = koffi.call(create, threadpoolNewProto, {
       cpumask: Array.from({ length: GGML_MAX_N_THREADS }, (_, cpu) => cpus.has(cpu)),
-      // strict: one CPU per thread in mask order, the main thread on the last (ggml_threadpool_new).
+      // strict: one CPU per thread in mask order, the main thread on the last, which is placement.main.
       n_threads: this.threads, prio: 0, poll: 0, strict_cpu: true, paused: false,
     }) as Ptr;
     if (this.threadpool) this.setBackendThreadpool(this.threadpool);
   }
 
   /**
-   * Gives ggml's CPU backend the threads a graph's compute should use: all of them, unless the
-   * graph hands matmuls to BLAS and the threads are not placed (see placeThreads); then one.
+   * Gives ggml's CPU backend the threads a graph's compute should use: all of them on placed
+   * threads (placeThreads). Otherwise one when the graph hands matmuls to BLAS (two unplaced pools
+   * collide; one ggml thread beside BLAS's was steady at 112-116 ms), and one whenever the main
+   * thread is pinned, because ggml's per-compute threads would inherit its single CPU.
    */
   shareCores(withBlas: boolean): void {
-    const placed = this.threadpool !== 0n && this.threads === placement?.length;
-    const n = withBlas && this.blas && !placed ? 1 : this.threads;
+    const n = this.threadpool || (!placement && !(withBlas && this.blas)) ? this.threads : 1;
     if (this.device.kind !== "cpu" || n === this.cpuThreads) return;
     this.setBackendThreads(this.handle, n);
     this.cpuThreads = n;
@@ -187,7 +188,6 @@ export class Backend {
     if (this.freed) return;
     this.freed = true;
     cpuBackends.delete(this);
-    placedBackends.delete(this);
     this.freeThreadpool();
     if (this.blas) this.ggml.ggml_backend_free(this.blas);
     this.ggml.ggml_backend_free(this.handle);
@@ -206,16 +206,17 @@ export function blasUnavailableReason(): string {
 let blasDevice: Ptr | undefined;
 
 /**
- * CPUs for `threads` threads when BLAS runs on BLIS's OpenMP build: the first `threads` CPUs this
- * process may use. OpenMP's master (the main thread) goes on the last of them and its workers on
- * the others, which is where ggml_threadpool_new puts ggml's (placeThreads). Undefined for one
- * thread, off Linux, or when the user placed OpenMP's threads already.
+ * Where threads run when BLAS runs on BLIS's OpenMP build with several threads: the main thread
+ * (OpenMP's master, ggml's thread 0) on the highest CPU this process may use, workers on the
+ * others from the lowest up. ggml_threadpool_new puts the main thread on its mask's highest CPU,
+ * so this holds for any thread count. Undefined off Linux, on one CPU, or when the user placed
+ * OpenMP's threads already.
  */
-function threadPlacement(threads: number): number[] | undefined {
+function threadPlacement(threads: number): { main: number; workers: number[] } | undefined {
   if (threads < 2 || process.platform !== "linux") return undefined;
   if (["GOMP_CPU_AFFINITY", "OMP_PROC_BIND", "OMP_PLACES"].some((name) => process.env[name] !== undefined)) return undefined;
   const cpus = allowedCpus();
-  return cpus.length >= threads ? cpus.slice(0, threads) : undefined;
+  return cpus.length >= 2 ? { main: cpus[cpus.length - 1], workers: cpus.slice(0, -1) } : undefined;
 }
 
 /** The CPUs in /proc/self/status's Cpus_allowed_list ("0-3,8,10-11"), in order. */
@@ -228,10 +229,10 @@ function allowedCpus(): number[] {
 }
 
 /** Where ggml's and OpenMP's threads run, once BLAS on BLIS has fixed it for this process. */
-let placement: number[] | undefined;
-/** Open CPU backends, and those of them on placed threads. */
+let placement: { main: number; workers: number[] } | undefined;
+/** Open CPU backends, and whether those opened before the placement were moved onto it. */
 const cpuBackends = new Set<Backend>();
-const placedBackends = new Set<Backend>();
+let placementApplied = false;
 
 function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>, threads: number): Ptr | undefined {
   if (!blasDevice) {
@@ -246,7 +247,8 @@ function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>, threads: 
     process.env.GOMP_SPINCOUNT ??= "1000";
     process.env.OPENBLAS_THREAD_TIMEOUT ??= "4";
     const cpus = library.vendor === "blis" ? threadPlacement(threads) : undefined;
-    if (cpus) process.env.GOMP_CPU_AFFINITY = [cpus[cpus.length - 1], ...cpus.slice(0, -1)].join(" ");
+    // OpenMP thread i goes on the i-th CPU listed: the master on the main thread's CPU.
+    if (cpus) process.env.GOMP_CPU_AFFINITY = [cpus.main, ...cpus.workers].join(" ");
     const reg = ggml.ggml_backend_load(library.path);
     if (!reg) {
       blasUnavailable = `ggml could not load ${library.path} (run with TASKTUNE_VERBOSE=1 to see why; rebuild with \`npm run build-blas\`)`;
