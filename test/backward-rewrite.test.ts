@@ -48,10 +48,15 @@ const CASES: [number[], Graph["outProdRewrites"]][] = [
 
 /**
  * The nodes BLAS runs in y = B (A x): per layer, when it reaches BLAS_MIN_FLOPS, its two OUT_PRODs
- * and its forward mul_mat if every dimension of that reaches 32 (ggml-blas's own limit).
+ * and its forward mul_mat (as an OUT_PROD when a side is under ggml-blas's 32).
  */
 function blasNodes(inp: number, r: number, out: number, tokens: number): number {
-  return [[inp, r], [r, out]].reduce((n, [k, m]) => 2 * k * m * tokens < BLAS_MIN_FLOPS ? n : n + 2 + (Math.min(k, m, tokens) >= 32 ? 1 : 0), 0);
+  return [[inp, r], [r, out]].filter(([k, m]) => 2 * k * m * tokens >= BLAS_MIN_FLOPS).length * 3;
+}
+
+/** The forward mul_mats BLAS runs as OUT_PROD: those it runs with a side under 32. */
+function narrowMulMats(inp: number, r: number, out: number, tokens: number): number {
+  return [[inp, r], [r, out]].filter(([k, m]) => 2 * k * m * tokens >= BLAS_MIN_FLOPS && Math.min(k, m, tokens) < 32).length;
 }
 
 for (const blas of [false, true]) for (const [[inp, r, out, tokens], expected] of CASES) {
@@ -91,6 +96,7 @@ for (const blas of [false, true]) for (const [[inp, r, out, tokens], expected] o
         assert.ok(err < 1e-5, `${["dA", "dB", "dx"][i]}: error ${err} relative to the largest entry`);
       });
       assert.equal(g.blasShare.nodes, blas ? blasNodes(inp, r, out, tokens) : 0);
+      assert.equal(g.narrowMulMats, blas ? narrowMulMats(inp, r, out, tokens) : 0);
       // What BLAS takes is not rewritten; the rest as on ggml's CPU kernels alone.
       if (blas) for (const form of Object.keys(expected) as (keyof typeof expected)[]) assert.ok(g.outProdRewrites[form] <= expected[form]);
       else assert.deepEqual(g.outProdRewrites, expected);

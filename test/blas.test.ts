@@ -14,18 +14,18 @@ import { loadModel } from "../src/models/index.ts";
 import { blasMissing, testBackend } from "./support/backend.ts";
 import { maxRelError } from "./support/gradcheck.ts";
 
-// review-llama: hidden 128, SwiGLU 344, vocab 512, 4 layers; 4 x 48 tokens make every projection
-// and the LM head large enough for BLAS (all dimensions >= 32), attention's per-head ones too.
+// review-llama: hidden 128, SwiGLU 344, vocab 512, 4 layers; 4 x 64 tokens make every projection,
+// the LM head, attention's per-head products and LoRA's rank-16 products large enough for BLAS.
 const MODEL = path.join(import.meta.dirname, "../models/review-llama");
 const B = 4;
-const S = 48;
+const S = 64;
 const skip = blasMissing();
 
 /** Loss and gradients of one batch of seeded tokens, and how much of the graph BLAS ran. */
 async function lossAndGradients(backend: Backend, method: "full" | "lora", weightDtype: DType) {
   const model = loadModel(backend, MODEL, { weightDtype });
   const adapter = method === "lora" ? new LoraAdapter(model, loraConfig({
-    r: 8, loraAlpha: 16, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    r: 16, loraAlpha: 32, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
   }), { seed: 1 }) : undefined;
   // PEFT starts B at zero, which would leave A's gradients zero: give B values so that both count.
   const normal = seededNormal(2);
@@ -47,7 +47,7 @@ async function lossAndGradients(backend: Backend, method: "full" | "lora", weigh
     for (const [t, fill] of inputs.values) t.setAll(fill(batch));
     for (const [t, fill] of targets) t.setAll(fill({ labels: ids }));
     g.compute();
-    return { loss: loss.getF32()[0], grads: grads.map((t) => t.getF32()), share: g.blasShare, rewrites: { ...g.outProdRewrites } };
+    return { loss: loss.getF32()[0], grads: grads.map((t) => t.getF32()), share: g.blasShare, rewrites: { ...g.outProdRewrites }, narrow: g.narrowMulMats };
   } finally {
     g.free();
     adapter?.free();
@@ -68,6 +68,9 @@ for (const [method, dtype] of [["full", "f32"], ["lora", "f32"], ["lora", "f16"]
     assert.ok(withBlas.share.nodes >= 4 * 7 * (method === "full" ? 3 : 2), `BLAS ran ${withBlas.share.nodes} nodes`);
     // Attention's two input gradients per layer (dq, d(kq)) become BLAS mul_mats.
     if (method === "full") assert.equal(withBlas.rewrites.input_mul_mat, 2 * 4);
+    // LoRA's x A and B h (a side of 16) run on BLAS as OUT_PROD: 7 projections x 4 layers x 2,
+    // less k and v's B h (64 wide with 2 KV heads: under 1 MFLOP).
+    if (method === "lora" && dtype === "f32") assert.equal(withBlas.narrow, 7 * 4 * 2 - 2 * 4);
     assert.ok(Math.abs(withBlas.loss - cpuOnly.loss) < TOLERANCE[dtype] * cpuOnly.loss, `loss ${withBlas.loss} vs ${cpuOnly.loss}`);
     withBlas.grads.forEach((got, i) => {
       const want = cpuOnly.grads[i];
