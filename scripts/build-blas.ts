@@ -1,5 +1,5 @@
 // Builds ggml's BLAS backend for the CPU (see src/engine/blas.ts). `npm install` runs it with
-// --optional: a machine without a compiler or OpenBLAS gets a note and ggml's own CPU kernels.
+// --optional: a machine without a compiler or a BLAS library gets a note and ggml's own CPU kernels.
 // Usage: npm run build-blas [-- --optional]
 import fs from "node:fs";
 import path from "node:path";

@@ -1,10 +1,10 @@
 // ggml's BLAS backend, built on the user's machine from the exact ggml source that ships with
-// node-llama-cpp, against the system OpenBLAS. The prebuilt packages have no BLAS backend, and
-// ggml's own f32 matmul reaches about a fifth of OpenBLAS's speed on the same cores
-// (docs/ENGINE-NOTES.md), so training on the CPU hands its large matmuls to it when it is there.
-// Building needs a C++ compiler, git and BLIS's or OpenBLAS's headers; without them everything runs on
-// ggml's CPU kernels. One C++ file is compiled (about two seconds) and linked against the installed
-// libggml-base.so, so that the module resolves to the very copy of ggml the process has loaded.
+// node-llama-cpp, against the system's BLIS or OpenBLAS. The prebuilt packages have no BLAS
+// backend, and ggml's own f32 matmul reaches about 70 GFLOP/s on 2 cores where BLIS reaches
+// 160-195 (docs/ENGINE-NOTES.md), so training on the CPU hands its large matmuls to it when it is
+// there. Building needs a C++ compiler, git and the library's headers; without them everything
+// runs on ggml's CPU kernels. One C++ file is compiled (about two seconds) and linked against the
+// installed libggml-base.so, so that the module resolves to the very copy of ggml the process has loaded.
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -69,18 +69,18 @@ interface BlasVendor {
 }
 
 /**
- * BLIS (its OpenMP build) first: on a 2-core AMD EPYC it ran the training step's sgemms at
- * 160-195 GFLOP/s against OpenBLAS 0.3.21's 100-140, whose threads barely scale at these sizes.
- * Debian/Ubuntu ship both (libblis-openmp-dev, libopenblas-dev); the library's folder is written
- * into the module's runpath, so that the build it was compiled against is the one it loads.
+ * BLIS's OpenMP build first: on a 2-core AMD EPYC it ran the training step's sgemms at 160-195
+ * GFLOP/s against OpenBLAS 0.3.21's 100-140, whose threads barely scale at these sizes, and its
+ * OpenMP threads can be placed beside ggml's (Backend.placeThreads; BLIS's pthread build was
+ * slower and cannot). Debian/Ubuntu ship both (libblis-openmp-dev, libopenblas-dev); the library's
+ * folder is written into the module's runpath, so that the build it was compiled against is the
+ * one it loads.
  */
 function findBlasVendor(): BlasVendor | undefined {
-  for (const variant of ["blis-openmp", "blis-pthread"]) {
-    const include = `/usr/include/${os.arch() === "x64" ? "x86_64" : "aarch64"}-linux-gnu/${variant}`;
-    const lib = include.replace("/usr/include/", "/usr/lib/");
-    if (fs.existsSync(path.join(include, "blis.h")) && fs.existsSync(path.join(lib, "libblis.so"))) {
-      return { name: "blis", define: "-DGGML_BLAS_USE_BLIS", cflags: [`-I${include}`], libs: [`-L${lib}`, "-lblis", `-Wl,-rpath,${lib}`] };
-    }
+  const include = `/usr/include/${os.arch() === "x64" ? "x86_64" : "aarch64"}-linux-gnu/blis-openmp`;
+  const lib = include.replace("/usr/include/", "/usr/lib/");
+  if (fs.existsSync(path.join(include, "blis.h")) && fs.existsSync(path.join(lib, "libblis.so"))) {
+    return { name: "blis", define: "-DGGML_BLAS_USE_BLIS", cflags: [`-I${include}`], libs: [`-L${lib}`, "-lblis", `-Wl,-rpath,${lib}`] };
   }
   const pkgConfig = (flag: string) => {
     const out = spawnSync("pkg-config", [flag, "openblas"], { encoding: "utf8" });
@@ -103,7 +103,8 @@ export function blasBuildPrerequisites(): string[] {
 
 /**
  * Compiles ggml-blas.cpp from the bundled source into BLAS_LIBRARY (written to a temporary name
- * and renamed into place) and returns the seconds it took. Throws with the compiler's output.
+ * and renamed into place); returns the seconds it took and the library used. Throws with the
+ * compiler's output.
  */
 export function buildBlasBackend(sources: BlasSources): { seconds: number; vendor: string } {
   const started = performance.now();
