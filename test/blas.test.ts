@@ -1,12 +1,14 @@
 // The BLAS backend (engine/blas.ts) beside ggml's CPU kernels: a training graph split between the
 // two computes the loss and every gradient that the CPU kernels alone compute, up to float
-// rounding, for full fine-tuning and for LoRA over an f16 base; and the module is what was built.
+// rounding, for full fine-tuning and for LoRA over an f16 base; and the thread count stays within
+// the CPUs the process may use.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { LoraAdapter } from "../src/adapters/lora.ts";
 import { loraConfig } from "../src/adapters/peft-config.ts";
-import type { Backend } from "../src/engine/backend.ts";
+import os from "node:os";
+import { Backend } from "../src/engine/backend.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { seededNormal, seededUniform } from "../src/engine/random.ts";
 import type { DType } from "../src/engine/tensor.ts";
@@ -20,6 +22,8 @@ const MODEL = path.join(import.meta.dirname, "../models/review-llama");
 const B = 4;
 const S = 64;
 const skip = blasMissing();
+// Read before any test runs: BLAS's thread placement pins the main thread to one CPU.
+const CPUS = os.availableParallelism();
 
 /** Loss and gradients of one batch of seeded tokens, and how much of the graph BLAS ran. */
 async function lossAndGradients(backend: Backend, method: "full" | "lora", weightDtype: DType) {
@@ -79,3 +83,12 @@ for (const [method, dtype] of [["full", "f32"], ["lora", "f32"], ["lora", "f16"]
     });
   });
 }
+
+test("more threads than the process's CPUs are capped: spinning threads on shared cores made steps 40x slower", async () => {
+  const backend = await Backend.open({ device: "cpu", threads: CPUS + 3 });
+  try {
+    assert.equal(backend.threadCount, CPUS);
+  } finally {
+    backend.close();
+  }
+});
