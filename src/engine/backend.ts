@@ -249,9 +249,10 @@ function openBlas(ggml: Ggml, library: ReturnType<typeof blasLibrary>, threads: 
       return undefined;
     }
     // After each call the BLAS library's idle threads spin by default (libgomp under BLIS for 300k
-    // rounds, OpenBLAS for 2^28 cycles), on cores that ggml's thread needs for the next ops: steps
-    // were slower and less steady (cpu-small-full 3,800-4,500 tokens/s against a steady 4,400).
-    // Both are read when the library loads, so they are set just before; a user's own values win.
+    // rounds, OpenBLAS for 2^28 cycles), on cores that ggml's threads need for the next ops: with
+    // ggml on one thread beside BLAS, cpu-small-full ran at 3,800-4,500 tokens/s instead of a
+    // steady 4,400. These are read when the library loads, so they are set just before; a user's
+    // own values win.
     process.env.GOMP_SPINCOUNT ??= "1000";
     process.env.OPENBLAS_THREAD_TIMEOUT ??= "4";
     const cpus = library.vendor === "blis" ? threadPlacement(threads) : undefined;
@@ -273,7 +274,6 @@ const setThreadsProto = koffi.proto("void ggml_backend_set_n_threads_t(void *bac
 const threadpoolNewProto = koffi.proto("void *ggml_threadpool_new_t(ggml_threadpool_params *params)");
 const threadpoolFreeProto = koffi.proto("void ggml_threadpool_free_t(void *threadpool)");
 const setThreadpoolProto = koffi.proto("void ggml_backend_cpu_set_threadpool_t(void *backend, void *threadpool)");
-
 
 /** Physical cores are what ggml's matmuls scale with; hyperthreads only add contention. */
 function defaultThreads(): number {
