@@ -79,9 +79,9 @@ export class Backend {
       if (!dev) {
         throw new Error(`no ${kind} device found by ggml in ${binDir} (devices: ${listDevices(ggml).map((d) => d.name).join(", ") || "none"})`);
       }
-      const handle = ggml.ggml_backend_dev_init(dev, null);
-      if (!handle) throw new Error(`ggml could not initialise device ${describeDevice(ggml, dev).name}`);
       const info = describeDevice(ggml, dev);
+      const handle = ggml.ggml_backend_dev_init(dev, null);
+      if (!handle) throw new Error(`ggml could not initialise device ${info.name}`);
       const blasWanted = options.blas ?? process.env.TASKTUNE_BLAS !== "0";
       // A self-built ggml (TASKTUNE_GGML_DIR) may not match the module, which links the package's.
       const blas = info.kind === "cpu" && blasWanted ? openBlas(ggml, override ? { missing: "TASKTUNE_GGML_DIR is set" } : blasLibrary(PINNED_VERSION), threads) : undefined;
@@ -137,7 +137,7 @@ export class Backend {
     this.freeThreadpool();
     if (!placement || this.threads === 1 || this.threads > placement.workers.length + 1) return;
     const cpus = new Set([...placement.workers.slice(0, this.threads - 1), placement.main]);
-    const create = this.ggml.ggml_backend_reg_get_proc_address(this.cpuRegistry(), "ggml_threadpool_new");
+    const create = this.procAddress(this.handle, "ggml_threadpool_new");
     if (!create) return;
     this.threadpool = koffi.call(create, threadpoolNewProto, {
       cpumask: Array.from({ length: GGML_MAX_N_THREADS }, (_, cpu) => cpus.has(cpu)),
@@ -160,26 +160,27 @@ export class Backend {
     this.cpuThreads = n;
   }
 
-  private cpuRegistry(): Ptr {
-    return this.ggml.ggml_backend_dev_backend_reg(this.ggml.ggml_backend_get_device(this.handle));
+  /** A function the registry of `handle`'s backend exports by name (0 when it has none). */
+  private procAddress(handle: Ptr, name: string): Ptr {
+    const reg = this.ggml.ggml_backend_dev_backend_reg(this.ggml.ggml_backend_get_device(handle));
+    return this.ggml.ggml_backend_reg_get_proc_address(reg, name);
   }
 
   private freeThreadpool(): void {
     if (!this.threadpool) return;
     this.setBackendThreadpool(0n);
-    const free = this.ggml.ggml_backend_reg_get_proc_address(this.cpuRegistry(), "ggml_threadpool_free");
+    const free = this.procAddress(this.handle, "ggml_threadpool_free");
     if (free) koffi.call(free, threadpoolFreeProto, this.threadpool);
     this.threadpool = 0n;
   }
 
   private setBackendThreadpool(pool: Ptr): void {
-    const set = this.ggml.ggml_backend_reg_get_proc_address(this.cpuRegistry(), "ggml_backend_cpu_set_threadpool");
+    const set = this.procAddress(this.handle, "ggml_backend_cpu_set_threadpool");
     if (set) koffi.call(set, setThreadpoolProto, this.handle, pool);
   }
 
   private setBackendThreads(handle: Ptr, n: number): void {
-    const reg = this.ggml.ggml_backend_dev_backend_reg(this.ggml.ggml_backend_get_device(handle));
-    const fn = this.ggml.ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    const fn = this.procAddress(handle, "ggml_backend_set_n_threads");
     if (fn) koffi.call(fn, setThreadsProto, handle, n);
   }
 

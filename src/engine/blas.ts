@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 
 const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** Where `npm install` (or `npm run build-blas`) leaves the module and a note of what it was built for. */
-export const BLAS_DIR = path.join(PACKAGE_ROOT, "native");
+const BLAS_DIR = path.join(PACKAGE_ROOT, "native");
 export const BLAS_LIBRARY = path.join(BLAS_DIR, "libggml-blas.so");
 const BLAS_STAMP = path.join(BLAS_DIR, "ggml-blas.json");
 

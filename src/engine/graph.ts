@@ -41,6 +41,10 @@ export const BLAS_MIN_FLOPS = 1 << 20;
 /** Ops that only reinterpret memory: computing them does nothing. */
 const NO_WORK_OPS = new Set(["NONE", "VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"]);
 
+function isMatrix(t: Tensor): boolean {
+  return t.ne[2] === 1 && t.ne[3] === 1;
+}
+
 function sameShape(a: Tensor, b: Tensor): boolean {
   return a.ne.every((n, i) => n === b.ne[i]);
 }
@@ -445,8 +449,6 @@ export class Graph {
     // GEMM, but CUDA has no OUT_PROD for f16, bf16 or quantized weights, so those are rewritten everywhere.
     const cpu = this.backend.device.kind === "cpu";
     const copyType = this.options.frozenWeightCopy ?? (cpu ? "f32" : "weight-type");
-    const matrix = (t: Tensor) => t.ne[2] === 1 && t.ne[3] === 1;
-    const transposeCopy = (t: Ptr) => ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, t));
     const nodes = this.nodesOf(this.graph);
     let rewritten = 0;
     for (const node of nodes) {
@@ -460,12 +462,12 @@ export class Graph {
       if (!b.isContiguous && !g?.isContiguous) continue;
       // BLAS runs an f32 OUT_PROD as one sgemm with the transpose folded in: faster than any rewrite.
       if (this.runsOnBlas(node)) continue;
-      if (!matrix(a) || !matrix(b)) {
+      if (!isMatrix(a) || !isMatrix(b)) {
         // Attention's batched products: BLAS takes no OUT_PROD of them, but takes an input gradient
         // as a mul_mat over one transposed copy (net 3 ms of 112 per cpu-small step; the weight
         // gradients would need two copies, which cost what the sgemm saves).
         if (!this.backend.blas || !g || a.dtype !== "f32") continue;
-        const replacement = ggml.ggml_mul_mat(ctx, transposeCopy(a.ptr), g.ptr);
+        const replacement = ggml.ggml_mul_mat(ctx, this.transposeCopy(a.ptr), g.ptr);
         if (!this.runsOnBlas(this.wrap(replacement))) continue;
         copyOp(node.ptr, replacement);
         this.outProdRewrites.input_mul_mat++;
@@ -480,13 +482,13 @@ export class Graph {
       if (half ? b.isContiguous : !cpu) continue;
       const form = half ? "input_mul_mat" : outProdForm(a.ne[0], b.ne[0], !b.isContiguous);
       if (form === "out_prod") continue;
-      const transposedWeight = () => !half ? transposeCopy(a.ptr)
-        : isQuantized(a.dtype) ? transposeCopy(ggml.ggml_cast(ctx, a.ptr, GGML_TYPE.f32))
-        : copyType === "weight-type" ? transposeCopy(a.ptr)
+      const transposedWeight = () => !half ? this.transposeCopy(a.ptr)
+        : isQuantized(a.dtype) ? this.transposeCopy(ggml.ggml_cast(ctx, a.ptr, GGML_TYPE.f32))
+        : copyType === "weight-type" ? this.transposeCopy(a.ptr)
         : ggml.ggml_cast(ctx, ggml.ggml_transpose(ctx, a.ptr), GGML_TYPE.f32);
-      const replacement = form === "swapped" ? transposeCopy(ggml.ggml_out_prod(ctx, b.ptr, a.ptr))
+      const replacement = form === "swapped" ? this.transposeCopy(ggml.ggml_out_prod(ctx, b.ptr, a.ptr))
         : form === "input_mul_mat" ? ggml.ggml_mul_mat(ctx, transposedWeight(), g!.ptr)
-        : ggml.ggml_mul_mat(ctx, transposedWeight(), transposeCopy(b.ptr));
+        : ggml.ggml_mul_mat(ctx, transposedWeight(), this.transposeCopy(b.ptr));
       const r = this.wrap(replacement);
       if (!sameShape(r, node) || r.dtype !== node.dtype) this.fail("backward", `internal: the ${form} rewrite of out_prod changed the shape`, node, r);
       copyOp(node.ptr, replacement);
@@ -509,15 +511,19 @@ export class Graph {
     if (!this.backend.blas || this.runsOnBlas(node)) return false;
     const a = node.source(0);
     const b = node.source(1);
-    const matrices = [a, b].every((t) => t.dtype === "f32" && t.isContiguous && t.ne[2] === 1 && t.ne[3] === 1);
-    if (!matrices) return false;
+    if (![a, b].every((t) => t.dtype === "f32" && t.isContiguous && isMatrix(t))) return false;
     // mul_mat(a [k, n], b [k, m]) = out_prod(a^T [n, k], b^T [m, k]); b^T stays a view, which
     // BLAS reads as a transposed operand.
-    const replacement = this.wrap(ggml.ggml_out_prod(ctx, ggml.ggml_cont(ctx, ggml.ggml_transpose(ctx, a.ptr)), ggml.ggml_transpose(ctx, b.ptr)));
+    const replacement = this.wrap(ggml.ggml_out_prod(ctx, this.transposeCopy(a.ptr), ggml.ggml_transpose(ctx, b.ptr)));
     if (!sameShape(replacement, node) || !this.runsOnBlas(replacement)) return false;
     copyOp(node.ptr, replacement.ptr);
     this.narrowMulMats++;
     return true;
+  }
+
+  /** A contiguous transposed copy of a raw tensor, for the backward rewrites. */
+  private transposeCopy(t: Ptr): Ptr {
+    return this.ggml.ggml_cont(this.ctx, this.ggml.ggml_transpose(this.ctx, t));
   }
 
   /**
