@@ -126,6 +126,7 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
     ggml_repeat: binary("ggml_repeat"),
     ggml_get_rows: binary("ggml_get_rows"),
     ggml_cpy: binary("ggml_cpy"),
+    ggml_reshape: binary("ggml_reshape"),
     ggml_swiglu_split: binary("ggml_swiglu_split"),
     ggml_sqr: unary("ggml_sqr"),
     ggml_sqrt: unary("ggml_sqrt"),
@@ -145,6 +146,7 @@ function declare(base: LibraryHandle, registry: LibraryHandle) {
     ggml_transpose: unary("ggml_transpose"),
     ggml_scale: f<[P, P, number], P>("void *ggml_scale(void *ctx, void *a, float s)"),
     ggml_scale_bias: f<[P, P, number, number], P>("void *ggml_scale_bias(void *ctx, void *a, float s, float b)"),
+    ggml_scale_inplace: f<[P, P, number], P>("void *ggml_scale_inplace(void *ctx, void *a, float s)"),
     ggml_cast: f<[P, P, number], P>("void *ggml_cast(void *ctx, void *a, int type)"),
     ggml_rms_norm: f<[P, P, number], P>("void *ggml_rms_norm(void *ctx, void *a, float eps)"),
     ggml_diag_mask_inf: f<[P, P, number], P>("void *ggml_diag_mask_inf(void *ctx, void *a, int n_past)"),
@@ -374,6 +376,20 @@ export function copyOp(dst: Ptr, from: Ptr): void {
 
 export function writeInt32(ptr: Ptr, offset: number, value: number): void {
   koffi.encode(ptr, offset, "int32_t", value);
+}
+
+/**
+ * Makes `node` a view of `target`'s memory at offset 0: gallocr leaves it unallocated, and its op
+ * writes its result straight into target.
+ */
+export function placeInto(node: Ptr, target: Ptr): void {
+  koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "view_src"), "void *", target);
+  koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "view_offs"), "size_t", 0);
+}
+
+/** Sets float parameter `index` of a node's op_params (e.g. the factor of a SCALE node). */
+export function writeOpParamF32(node: Ptr, index: number, value: number): void {
+  koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "op_params") + 4 * index, "float", value);
 }
 
 export { koffi };

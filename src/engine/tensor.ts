@@ -83,6 +83,18 @@ export class Tensor {
     return (this.flags & GGML_TENSOR_FLAG.PARAM) !== 0;
   }
 
+  /** The tensor whose memory this one views, if it is a view. */
+  get viewSource(): Ptr | undefined {
+    const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { view_src: Ptr | null };
+    return raw.view_src || undefined;
+  }
+
+  /** The operands of the op that produced this tensor (NULL slots left out). */
+  get sourcePtrs(): Ptr[] {
+    const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
+    return Array.from(raw.src).filter((p): p is Ptr => Boolean(p));
+  }
+
   hasSource(i: number): boolean {
     const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
     return Boolean(raw.src[i]);

@@ -112,7 +112,8 @@ export class Trainer {
     const { loss, taskLosses, targets } = model.buildLoss(graph, logits, options.batchSize, options.seqLen, lossOptions);
     graph.output(loss);
     graph.output(taskLosses);
-    if (training) graph.backward(loss, (p) => this.optimizer.accumulatorOf(p));
+    // One micro-batch a step: the backward pass overwrites the accumulators, so none are zeroed.
+    if (training) graph.backward(loss, (p) => this.optimizer.accumulatorOf(p), { accumulate: options.gradAccum > 1 });
     graph.allocate();
     const all: [Tensor, (b: LabeledBatch) => HostArray][] = [
       ...inputs.values.map(([t, fill]): [Tensor, (b: LabeledBatch) => HostArray] => [t, (b) => fill(b.batch)]),
@@ -132,7 +133,7 @@ export class Trainer {
   trainStep(data: BatchSource, started: number): StepRecord {
     const { gradAccum, seed } = this.options;
     const t0 = performance.now();
-    this.optimizer.zeroGrad();
+    if (gradAccum > 1) this.optimizer.zeroGrad();
     this.adapter?.refreshDoraNorms();
     let lossSum = 0;
     let tokens = 0;
