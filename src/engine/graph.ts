@@ -2,7 +2,7 @@
 // buffer that is reused across computes. Every op checks shapes and types here first, because
 // ggml reports the same mistakes by aborting the process.
 import type { Backend } from "./backend.ts";
-import { copyOp, GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, GGML_TENSOR_FLAG, placeInto, type Ptr, writeOpParamF32 } from "./native.ts";
+import { copyOp, GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, GGML_TENSOR_FLAG, placeInto, type Ptr, setSource, writeOpParamF32 } from "./native.ts";
 import { TensorStore } from "./store.ts";
 import { GGML_TYPE, isQuantized, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
 
@@ -91,6 +91,8 @@ export class Graph {
   readonly outProdRewrites: Record<Exclude<OutProdForm, "out_prod">, number> = { swapped: 0, input_mul_mat: 0, weight_mul_mat: 0 };
   /** Gradients written into their accumulators with accumulate: false: computed there, or copied. */
   readonly accumulatorWrites = { computed: 0, copied: 0 };
+  /** Batched OUT_PROD nodes computed by BLAS one matrix at a time (outProdSlicesToBlas). */
+  slicedOutProds = 0;
   /** MUL_MAT nodes handed to BLAS as OUT_PROD (narrowMulMatToBlas). */
   narrowMulMats = 0;
   private galloc: Ptr = 0n;
@@ -525,7 +527,11 @@ export class Graph {
         // Attention's batched products: BLAS takes no OUT_PROD of them, but takes an input gradient
         // as a mul_mat over one transposed copy (net 3 ms of 112 per cpu-small step; the weight
         // gradients would need two copies, which cost what the sgemm saves).
-        if (!this.backend.blas || !g || a.dtype !== "f32") continue;
+        if (!this.backend.blas || a.dtype !== "f32") continue;
+        if (!g) {
+          if (this.outProdSlicesToBlas(node)) rewritten++;
+          continue;
+        }
         const replacement = ggml.ggml_mul_mat(ctx, this.transposeCopy(a.ptr), g.ptr);
         if (!this.runsOnBlas(this.wrap(replacement))) continue;
         copyOp(node.ptr, replacement);
@@ -577,6 +583,45 @@ export class Graph {
     if (!sameShape(replacement, node) || !this.runsOnBlas(replacement)) return false;
     copyOp(node.ptr, replacement.ptr);
     this.narrowMulMats++;
+    return true;
+  }
+
+  /**
+   * Attention's batched weight gradients (dK, dV: a contraction over the queries) have no BLAS
+   * form without two transposed copies, and ggml's own batched OUT_PROD runs them at ~60 GFLOP/s.
+   * Each matrix of the batch becomes its own 2-D OUT_PROD, which BLAS runs as one sgemm with the
+   * transpose folded in, written straight into its slice of the result: a new tensor `base`,
+   * allocated where the node was and doing no work itself, precedes the slices (each slice names
+   * the one before in an operand slot OUT_PROD ignores, so they stay in order), and the node
+   * becomes a view of base after the last slice, so its users read the assembled result.
+   */
+  private outProdSlicesToBlas(node: Tensor): boolean {
+    const { ggml, ctx } = this;
+    const a = node.source(0);
+    const b = node.source(1);
+    if (!b.isContiguous || !node.isContiguous || node.dtype !== "f32") return false;
+    const [, , n2, n3] = node.ne;
+    const matrix = (t: Tensor, i2: number, i3: number) =>
+      ggml.ggml_view_4d(ctx, t.ptr, t.ne[0], t.ne[1], 1, 1, t.nb[1], t.nb[1] * t.ne[1], t.nb[1] * t.ne[1], i2 * t.nb[2] + i3 * t.nb[3]);
+    const slice = (i2: number, i3: number) => ggml.ggml_out_prod(ctx,
+      matrix(a, Math.floor(i2 / (n2 / a.ne[2])), Math.floor(i3 / (n3 / a.ne[3]))), matrix(b, i2, i3));
+    const first = slice(0, 0);
+    if (!this.runsOnBlas(this.wrap(first))) return false;
+    const base = this.wrap(ggml.ggml_new_tensor_4d(ctx, GGML_TYPE.f32, ...node.ne));
+    // A VIEW op with no view source: allocated like any node, skipped by every backend.
+    copyOp(base.ptr, matrix(a, 0, 0));
+    let previous = base.ptr;
+    for (let i3 = 0; i3 < n3; i3++) {
+      for (let i2 = 0; i2 < n2; i2++) {
+        const s = i2 + i3 === 0 ? first : slice(i2, i3);
+        placeInto(s, base.ptr, i2 * node.nb[2] + i3 * node.nb[3]);
+        setSource(s, 2, previous);
+        previous = s;
+      }
+    }
+    copyOp(node.ptr, ggml.ggml_view_4d(ctx, previous, 1, 1, 1, 1, 4, 4, 4, 0));
+    placeInto(node.ptr, base.ptr);
+    this.slicedOutProds++;
     return true;
   }
 

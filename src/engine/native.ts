@@ -379,12 +379,17 @@ export function writeInt32(ptr: Ptr, offset: number, value: number): void {
 }
 
 /**
- * Makes `node` a view of `target`'s memory at offset 0: gallocr leaves it unallocated, and its op
- * writes its result straight into target.
+ * Makes `node` a view of `target`'s memory at `offset` bytes: gallocr leaves it unallocated, and
+ * its op writes its result straight into target.
  */
-export function placeInto(node: Ptr, target: Ptr): void {
+export function placeInto(node: Ptr, target: Ptr, offset = 0): void {
   koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "view_src"), "void *", target);
-  koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "view_offs"), "size_t", 0);
+  koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "view_offs"), "size_t", offset);
+}
+
+/** Sets operand slot `index` of a node (an extra slot its op ignores orders it after `source`). */
+export function setSource(node: Ptr, index: number, source: Ptr): void {
+  koffi.encode(node, koffi.offsetof(structs.ggml_tensor, "src") + 8 * index, "void *", source);
 }
 
 /** Sets float parameter `index` of a node's op_params (e.g. the factor of a SCALE node). */
