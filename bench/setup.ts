@@ -15,14 +15,18 @@ export function benchConfig(name: string | undefined): BenchConfig {
   return config;
 }
 
-/** A freshly initialised model of the configuration, its trainer over `steps`, and batches of random tokens (batch i fixed by i). */
+/**
+ * A freshly initialised model of the configuration, its trainer over `steps`, and batches of random
+ * tokens (batch i fixed by i). GPU models keep zero weights: a step's time does not depend on the
+ * values, and drawing a billion of them in JavaScript would take minutes.
+ */
 export async function benchTrainer(config: BenchConfig, steps: number, threads = config.threads) {
   const { batchSize: B, seqLen: S } = config;
-  const backend = await Backend.open({ device: "cpu", threads });
+  const backend = await Backend.open({ device: config.device ?? "cpu", threads });
   const model = createModel(backend, parseConfig({
     model_type: "llama", hidden_act: "silu", rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 2048, ...config.model,
-  }, config.name));
-  model.initialize(0);
+  }, config.name), config.weightDtype ?? "f32");
+  if (!config.device) model.initialize(0);
   const adapter = config.method === "lora" ? new LoraAdapter(model, loraConfig({
     r: config.loraRank!, loraAlpha: 2 * config.loraRank!, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
   }), { seed: 0 }) : undefined;

@@ -11,6 +11,7 @@ import os from "node:os";
 import { Backend } from "../src/engine/backend.ts";
 import { Graph } from "../src/engine/graph.ts";
 import { seededNormal, seededUniform } from "../src/engine/random.ts";
+import { TensorStore } from "../src/engine/store.ts";
 import type { DType } from "../src/engine/tensor.ts";
 import { loadModel } from "../src/models/index.ts";
 import { blasMissing, testBackend } from "./support/backend.ts";
@@ -26,8 +27,12 @@ const skip = blasMissing();
 // Read before any test runs: BLAS's thread placement pins the main thread to one CPU.
 const CPUS = os.availableParallelism();
 
-/** Loss and gradients of one batch of seeded tokens, and how much of the graph BLAS ran. */
-async function lossAndGradients(backend: Backend, method: "full" | "lora", weightDtype: DType) {
+/**
+ * Loss and gradients of seeded token batches, and how much of the graph BLAS ran. With two
+ * micro-batches the gradients are added into accumulators in place (the trainer's gradient
+ * accumulation), which the BLAS graph's regrouped order must keep after the reads they follow.
+ */
+async function lossAndGradients(backend: Backend, method: "full" | "lora", weightDtype: DType, microBatches = 1) {
   const model = loadModel(backend, MODEL, { weightDtype });
   const adapter = method === "lora" ? new LoraAdapter(model, loraConfig({
     r: 16, loraAlpha: 32, targetModules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -39,21 +44,29 @@ async function lossAndGradients(backend: Backend, method: "full" | "lora", weigh
   }
   const params = adapter ? adapter.trainable : model.parameterNames.map((name) => model.param(name));
   const random = seededUniform(7);
-  const ids = Int32Array.from({ length: B * S }, () => Math.floor(random() * 512));
-  const batch = { batchSize: B, seqLen: S, inputIds: ids };
   const g = new Graph(backend, { grads: true, maxNodes: model.graphNodes });
+  const accumulators = new TensorStore(backend, "accumulators", params.length);
   try {
     const { logits, inputs } = model.forward(g, B, S);
     const { loss, targets } = model.buildLoss(g, logits, B, S);
     for (const t of params) g.param(t);
-    g.backward(loss);
-    const grads = params.map((t) => g.grad(t));
+    const byParam = new Map(params.map((t) => [t.ptr, accumulators.tensor("f32", t.ne, `acc ${t.name}`)]));
+    accumulators.allocate();
+    if (microBatches > 1) g.backward(loss, (p) => byParam.get(p.ptr), { accumulate: true });
+    else g.backward(loss);
+    const grads = microBatches > 1 ? params.map((t) => byParam.get(t.ptr)!) : params.map((t) => g.grad(t));
     g.allocate();
-    for (const [t, fill] of inputs.values) t.setAll(fill(batch));
-    for (const [t, fill] of targets) t.setAll(fill({ labels: ids }));
-    g.compute();
-    return { loss: loss.getF32()[0], grads: grads.map((t) => t.getF32()), share: g.blasShare, rewrites: { ...g.outProdRewrites }, narrow: g.narrowMulMats, sliced: g.slicedOutProds };
+    let lossSum = 0;
+    for (let micro = 0; micro < microBatches; micro++) {
+      const ids = Int32Array.from({ length: B * S }, () => Math.floor(random() * 512));
+      for (const [t, fill] of inputs.values) t.setAll(fill({ batchSize: B, seqLen: S, inputIds: ids }));
+      for (const [t, fill] of targets) t.setAll(fill({ labels: ids }));
+      g.compute();
+      lossSum += loss.getF32()[0];
+    }
+    return { loss: lossSum, grads: grads.map((t) => t.getF32()), share: g.blasShare, rewrites: { ...g.outProdRewrites }, narrow: g.narrowMulMats, sliced: g.slicedOutProds };
   } finally {
+    accumulators.free();
     g.free();
     adapter?.free();
     model.free();
@@ -64,10 +77,11 @@ async function lossAndGradients(backend: Backend, method: "full" | "lora", weigh
 // converted to f32: the two differ by f16 rounding there, by f32 rounding elsewhere.
 const TOLERANCE = { f32: 1e-4, f16: 5e-3 };
 
-for (const [method, dtype] of [["full", "f32"], ["lora", "f32"], ["lora", "f16"]] as const) {
-  test(`${method} over an ${dtype} review-llama: BLAS and ggml's CPU kernels give the same loss and gradients`, { skip }, async () => {
-    const withBlas = await lossAndGradients(await testBackend({ blas: true }), method, dtype);
-    const cpuOnly = await lossAndGradients(await testBackend({ blas: false }), method, dtype);
+for (const [method, dtype, microBatches] of [["full", "f32", 1], ["lora", "f32", 1], ["lora", "f16", 1], ["full", "f32", 2]] as const) {
+  const accumulated = microBatches > 1 ? `, accumulated over ${microBatches} micro-batches` : "";
+  test(`${method} over an ${dtype} review-llama${accumulated}: BLAS and ggml's CPU kernels give the same loss and gradients`, { skip }, async () => {
+    const withBlas = await lossAndGradients(await testBackend({ blas: true }), method, dtype, microBatches);
+    const cpuOnly = await lossAndGradients(await testBackend({ blas: false }), method, dtype, microBatches);
     assert.equal(cpuOnly.share.nodes, 0);
     // Every projection, its two gradients and the LM head at least.
     assert.ok(withBlas.share.nodes >= 4 * 7 * (method === "full" ? 3 : 2), `BLAS ran ${withBlas.share.nodes} nodes`);

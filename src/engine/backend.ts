@@ -46,6 +46,12 @@ export class Backend {
     readonly blas?: Ptr,
   ) {}
 
+  /** The device's memory now (`device` holds it as it was at open). */
+  memory(): { freeBytes: number; totalBytes: number } {
+    const { freeBytes, totalBytes } = describeDevice(this.ggml, this.ggml.ggml_backend_get_device(this.handle));
+    return { freeBytes, totalBytes };
+  }
+
   /**
    * Opens a compute backend. `cpu` uses the best CPU variant ggml's registry picks for this
    * processor; `cuda`/`vulkan` need their @node-llama-cpp package installed; `auto` takes a GPU
