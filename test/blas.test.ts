@@ -29,8 +29,8 @@ const CPUS = os.availableParallelism();
 
 /**
  * Loss and gradients of seeded token batches, and how much of the graph BLAS ran. With two
- * micro-batches the gradients are added into accumulators in place (the trainer's gradient
- * accumulation), which the BLAS graph's regrouped order must keep after the reads they follow.
+ * micro-batches the gradients are added into accumulators in place, as in the trainer's gradient
+ * accumulation.
  */
 async function lossAndGradients(backend: Backend, method: "full" | "lora", weightDtype: DType, microBatches = 1) {
   const model = loadModel(backend, MODEL, { weightDtype });

@@ -2,7 +2,6 @@
 // buffer that is reused across computes. Every op checks shapes and types here first, because
 // ggml reports the same mistakes by aborting the process.
 import type { Backend } from "./backend.ts";
-import { groupedOrder, type RunKind } from "./run-order.ts";
 import { copyOp, GGML_ROPE_TYPE_NEOX, GGML_STATUS_SUCCESS, GGML_TENSOR_FLAG, placeInto, type Ptr, setSource, writeOpParamF32 } from "./native.ts";
 import { TensorStore } from "./store.ts";
 import { GGML_TYPE, isQuantized, Tensor, toShape4, type DType, type Shape4 } from "./tensor.ts";
@@ -120,10 +119,9 @@ export class Graph {
     const grads = options.grads ?? false;
     // Each node needs a tensor header; a backward pass roughly triples the node count.
     const tensors = maxNodes * (grads ? 4 : 2);
-    // With gradients, backward() adds a second, rewritten graph without gradient tables; with
-    // BLAS, allocate() a regrouped one (groupRunsByBackend).
+    // With gradients, backward() adds a second, rewritten graph without gradient tables.
     const memSize = tensors * ggml.ggml_tensor_overhead() + ggml.ggml_graph_overhead_custom(maxNodes, grads) +
-      ((grads ? 1 : 0) + (backend.blas ? 1 : 0)) * ggml.ggml_graph_overhead_custom(maxNodes, false);
+      (grads ? ggml.ggml_graph_overhead_custom(maxNodes, false) : 0);
     this.ctx = ggml.ggml_init({ mem_size: memSize, mem_buffer: null, no_alloc: true });
     if (!this.ctx) throw new Error("ggml_init failed for a graph context");
     this.graph = ggml.ggml_new_graph_custom(this.ctx, maxNodes, grads);
@@ -673,68 +671,12 @@ export class Graph {
       const ops = [...new Set(unsupported.map((n) => `${ggml.ggml_op_desc(n.ptr)}(${operands(n)}) -> ${n.dtype}`))];
       throw new Error(`${this.backend.device.name} cannot run: ${ops.join("; ")} (a frozen weight type this backend cannot differentiate through? try f32, f16 or q8_0)`);
     }
-    if (this.backend.blas) this.groupRunsByBackend(nodes);
     this.galloc = ggml.ggml_gallocr_new(this.backend.defaultBufferType);
     if (!ggml.ggml_gallocr_alloc_graph(this.galloc, this.exec)) {
       throw new Error(`could not allocate the graph's ${nodes.length} nodes on ${this.backend.device.name}`);
     }
-    this.planSplits(this.nodes);
+    this.planSplits(nodes);
     this.built = true;
-  }
-
-  /**
-   * Reorders the graph so that BLAS's nodes and the CPU backend's form fewer, longer runs
-   * (engine/run-order.ts): ggml's DFS order interleaves them (q, k and v's projections each
-   * followed by their rope and copies). The order keeps every operand edge and, for memory that
-   * nodes write in place (a node with a view source that computes: in-place ops, results placed
-   * into accumulators or slices), the order of its writes against every read and write around them.
-   */
-  private groupRunsByBackend(nodes: Tensor[]): void {
-    const { ggml } = this;
-    const index = new Map(nodes.map((n, i) => [n.ptr, i]));
-    const viewSource = new Map<Ptr, Ptr | undefined>();
-    const rootOf = (ptr: Ptr): Ptr => {
-      let root = ptr;
-      for (;;) {
-        if (!viewSource.has(root)) viewSource.set(root, this.wrap(root).viewSource);
-        const up = viewSource.get(root);
-        if (!up) return root;
-        root = up;
-      }
-    };
-    const lastWrite = new Map<Ptr, number>();
-    const readsSinceWrite = new Map<Ptr, number[]>();
-    const order = groupedOrder(nodes.map((node, i) => {
-      const op = ggml.ggml_op_desc(node.ptr);
-      const kind: RunKind = NO_WORK_OPS.has(op) ? "free" : this.runsOnBlas(node) ? "blas" : "cpu";
-      const deps: number[] = [];
-      // ggml_cast names its own result as an operand (src[1]).
-      const sources = node.sourcePtrs.filter((src) => src !== node.ptr);
-      for (const src of [...sources, ...(node.viewSource ? [node.viewSource] : [])]) {
-        const d = index.get(src);
-        if (d !== undefined) deps.push(d);
-      }
-      if (kind === "free") return { kind, deps };
-      for (const root of new Set(sources.map(rootOf))) {
-        const w = lastWrite.get(root);
-        if (w !== undefined) deps.push(w);
-        const reads = readsSinceWrite.get(root);
-        if (reads) reads.push(i);
-        else readsSinceWrite.set(root, [i]);
-      }
-      if (node.viewSource) {
-        const root = rootOf(node.viewSource);
-        deps.push(...(readsSinceWrite.get(root) ?? []).filter((r) => r !== i));
-        const w = lastWrite.get(root);
-        if (w !== undefined) deps.push(w);
-        lastWrite.set(root, i);
-        readsSinceWrite.set(root, []);
-      }
-      return { kind, deps };
-    }));
-    this.exec = ggml.ggml_new_graph_custom(this.ctx, this.maxNodes, false);
-    for (const i of order) ggml.ggml_build_forward_expand(this.exec, nodes[i].ptr);
-    if (this.nodes.length !== nodes.length) throw new Error(`internal: regrouping changed the graph's node count (${nodes.length} -> ${this.nodes.length})`);
   }
 
   /**
