@@ -115,7 +115,8 @@ export class LoraAdapter {
   private forward(g: Graph, m: LoraModule, x: Tensor): Tensor {
     if (this.merged) return this.model.baseLinear(g, m.module, x);
     const dropped = this.training && this.config.loraDropout > 0 ? this.dropout(g, m, x) : x;
-    const lora = g.scale(g.mulMat(m.b, g.mulMat(m.a, dropped)), m.scale);
+    // s B (A x) as B (s (A x)): the scale (and its gradient) over r rows instead of out_features.
+    const lora = g.mulMat(m.b, g.scale(g.mulMat(m.a, dropped), m.scale));
     if (!m.magnitude) return g.add(this.model.baseLinear(g, m.module, x), lora);
     const ratio = g.div(m.magnitude, m.norm!); // m / ||W + s B A||, no gradient into the norm
     const projected = g.mulMat(this.model.matmulWeight(g, m.module), dropped);
