@@ -41,6 +41,9 @@ export const BLAS_MIN_FLOPS = 1 << 20;
 /** Ops that only reinterpret memory: computing them does nothing. */
 const NO_WORK_OPS = new Set(["NONE", "VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"]);
 
+/** Softmax outputs of attention at least this large are recomputed in the backward pass (recomputeSoftmaxes). */
+const RECOMPUTE_MIN_BYTES = 32 * 2 ** 20;
+
 function isMatrix(t: Tensor): boolean {
   return t.ne[2] === 1 && t.ne[3] === 1;
 }
@@ -423,9 +426,11 @@ export class Graph {
    * (see `param`). The loss seed lives in its own buffer, because an allocator-placed seed could be
    * overwritten before backward reads it. With `accumulatorOf`, a parameter's gradient is added
    * into a persistent tensor on every compute (gradient accumulation); with `accumulate: false`
-   * as well, each compute overwrites the accumulators instead, so they need no zeroing.
+   * as well, each compute overwrites the accumulators instead, so they need no zeroing. Softmax
+   * outputs of attention scores of at least `recomputeBytes` are recomputed for the backward pass
+   * instead of kept (recomputeSoftmaxes).
    */
-  backward(loss: Tensor, accumulatorOf?: (param: Tensor) => Tensor | undefined, options: { accumulate?: boolean } = {}): void {
+  backward(loss: Tensor, accumulatorOf?: (param: Tensor) => Tensor | undefined, options: { accumulate?: boolean; recomputeBytes?: number } = {}): void {
     if (loss.elements !== 1 || loss.dtype !== "f32") this.fail("backward", "the loss must be a scalar f32", loss);
     if (this.built) throw new Error("backward: the graph is already allocated");
     const { ggml } = this;
@@ -450,7 +455,12 @@ export class Graph {
       });
     }
     ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
-    this.rewriteSlowOutProducts();
+    const recomputed = this.recomputeSoftmaxes(new Set(nodes.map((n) => n.ptr)), options.recomputeBytes ?? RECOMPUTE_MIN_BYTES);
+    if (this.rewriteSlowOutProducts() + recomputed.size > 0) {
+      // Re-expanding every node in the old order puts each new operand right before its first user.
+      this.exec = ggml.ggml_new_graph_custom(this.ctx, this.maxNodes, false);
+      for (const node of this.nodesOf(this.graph)) ggml.ggml_build_forward_expand(this.exec, node.ptr);
+    }
     if (accumulatorOf && options.accumulate === false) {
       const users = new Map<Ptr, number>();
       for (const n of this.nodesOf(this.graph)) {
@@ -460,7 +470,7 @@ export class Graph {
         if (gradAccs[i] && n.ptr !== loss.ptr) this.overwriteAccumulator(n, this.wrap(gradAccs[i] as Ptr), users);
       });
     }
-    this.protectSoftmaxOutputs();
+    this.protectSoftmaxOutputs(recomputed);
   }
 
   /**
@@ -505,9 +515,9 @@ export class Graph {
    * takes as they are is rewritten; batched products (attention) only into a mul_mat for BLAS; and
    * on GPU backends only the input gradients through frozen half-precision or quantized weights.
    */
-  private rewriteSlowOutProducts(): void {
+  private rewriteSlowOutProducts(): number {
     const { ggml, ctx } = this;
-    if (this.options.rewriteOutProducts === false) return;
+    if (this.options.rewriteOutProducts === false) return 0;
     // The speeds behind outProdForm are the CPU backend's; GPU backends run an f32 OUT_PROD as a
     // GEMM, but CUDA has no OUT_PROD for f16, bf16 or quantized weights, so those are rewritten everywhere.
     const cpu = this.backend.device.kind === "cpu";
@@ -563,10 +573,7 @@ export class Graph {
       this.outProdRewrites[form]++;
       rewritten++;
     }
-    if (rewritten === 0) return;
-    // Re-expanding every node in the old order puts each new operand right before its first user.
-    this.exec = ggml.ggml_new_graph_custom(ctx, this.maxNodes, false);
-    for (const node of nodes) ggml.ggml_build_forward_expand(this.exec, node.ptr);
+    return rewritten;
   }
 
   /**
@@ -640,13 +647,91 @@ export class Graph {
   }
 
   /**
+   * Attention keeps its softmax output (keys x queries x heads per row) from the forward pass to
+   * the backward pass: 128 MB per layer and row for a 1B Llama at 1,024 tokens, most of the
+   * training graph's memory. For each softmax over a matmul (the scores) whose output has at least
+   * `minBytes`, the backward pass reads a recomputed copy instead (the matmul and softmax again,
+   * from the same operands, so the same values), placed right before its first backward user, and
+   * the forward output is freed after the forward pass last reads it. Returns the recomputed outputs.
+   */
+  private recomputeSoftmaxes(forward: Set<Ptr>, minBytes: number): Set<Ptr> {
+    const { ggml, ctx } = this;
+    const recomputed = new Set<Ptr>();
+    const all = this.nodesOf(this.graph);
+    const isActivation = (t: Tensor) => ggml.ggml_op_desc(t.ptr) !== "NONE";
+    const targets = all.filter((y) => {
+      if (!forward.has(y.ptr) || ggml.ggml_op_desc(y.ptr) !== "SOFT_MAX" || y.nbytes < minBytes) return false;
+      const x = y.source(0);
+      const scores = this.wrap(x.viewSource ?? x.ptr);
+      // Attention's scores (a product of two activations), not the LM head's logits over a weight.
+      return ggml.ggml_op_desc(scores.ptr) === "MUL_MAT" && isActivation(scores.source(0)) && isActivation(scores.source(1));
+    });
+    if (targets.length === 0) return recomputed;
+    // Every backward node's operand slots, and the views of each tensor, found once.
+    const backwardUses = new Map<Ptr, { user: Ptr; slot: number }[]>();
+    for (const n of all) {
+      if (forward.has(n.ptr)) continue;
+      n.operandSlots.forEach((src, slot) => {
+        if (!src) return;
+        const uses = backwardUses.get(src);
+        if (uses) uses.push({ user: n.ptr, slot });
+        else backwardUses.set(src, [{ user: n.ptr, slot }]);
+      });
+    }
+    const viewsOf = new Map<Ptr, Tensor[]>();
+    for (const n of all) {
+      const base = n.viewSource;
+      if (!base) continue;
+      const views = viewsOf.get(base);
+      if (views) views.push(n);
+      else viewsOf.set(base, [n]);
+    }
+    for (const y of targets) {
+      const x = y.source(0);
+      const scores = this.wrap(x.viewSource ?? x.ptr);
+      const again = ggml.ggml_mul_mat(ctx, scores.source(0).ptr, scores.source(1).ptr);
+      const input = x.viewSource ? this.viewLike(again, x) : again;
+      const copy = ggml.ggml_soft_max_ext(ctx, input, y.hasSource(1) ? y.source(1).ptr : null, 1, 0);
+      copyOp(copy, y.ptr); // scale, max_bias and mask
+      setSource(copy, 0, input);
+      for (const { user, slot } of backwardUses.get(y.ptr) ?? []) setSource(user, slot, copy);
+      for (const view of viewsOf.get(y.ptr) ?? []) {
+        const uses = backwardUses.get(view.ptr) ?? [];
+        if (uses.length === 0) continue;
+        const again = this.viewLike(copy, view);
+        for (const { user, slot } of uses) setSource(user, slot, again);
+      }
+      recomputed.add(copy);
+    }
+    return recomputed;
+  }
+
+  /** A view of `base` with the shape, strides and offset that `view` has into its own base. */
+  private viewLike(base: Ptr, view: Tensor): Ptr {
+    const [n0, n1, n2, n3] = view.ne;
+    const [, b1, b2, b3] = view.nb;
+    return this.ggml.ggml_view_4d(this.ctx, base, n0, n1, n2, n3, b1, b2, b3, view.viewOffset);
+  }
+
+  /**
    * gallocr may place SOFT_MAX_BACK in the memory of the softmax output it reads (src[1]), but the
    * CPU kernel copies dy into dx before multiplying by y, so in place it computes y := dy and
    * returns wrong gradients. Outputs are never reused, so flagging y as one avoids the aliasing.
    */
-  private protectSoftmaxOutputs(): void {
-    for (const node of this.nodes) {
-      if (this.ggml.ggml_op_desc(node.ptr) === "SOFT_MAX_BACK") this.ggml.ggml_set_output(node.source(1).ptr);
+  private protectSoftmaxOutputs(recomputed: Set<Ptr>): void {
+    const { ggml } = this;
+    const nodes = this.nodes;
+    for (const node of nodes) {
+      if (ggml.ggml_op_desc(node.ptr) !== "SOFT_MAX_BACK") continue;
+      const y = node.source(1);
+      const root = y.viewSource ?? y.ptr;
+      // A recomputed output is wanted only until here: rather than pinning it for the whole
+      // graph, a view that reads the gradient afterwards names it in a slot views ignore, so it
+      // still has a user when SOFT_MAX_BACK is placed.
+      const later = recomputed.has(root) && nodes.find((n) => NO_WORK_OPS.has(ggml.ggml_op_desc(n.ptr)) &&
+        n.sourcePtrs.length === 1 && n.source(0).ptr === node.ptr);
+      if (later) setSource(later.ptr, 1, root);
+      else ggml.ggml_set_output(root);
     }
   }
 

@@ -89,6 +89,18 @@ export class Tensor {
     return raw.view_src || undefined;
   }
 
+  /** Byte offset of this view into its view source. */
+  get viewOffset(): number {
+    const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { view_offs: number | bigint };
+    return Number(raw.view_offs);
+  }
+
+  /** Every operand slot of the op that produced this tensor (undefined where empty). */
+  get operandSlots(): (Ptr | undefined)[] {
+    const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
+    return Array.from(raw.src, (p) => p || undefined);
+  }
+
   /** The operands of the op that produced this tensor (NULL slots left out). */
   get sourcePtrs(): Ptr[] {
     const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
