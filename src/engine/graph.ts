@@ -698,8 +698,8 @@ export class Graph {
       for (const view of viewsOf.get(y.ptr) ?? []) {
         const uses = backwardUses.get(view.ptr) ?? [];
         if (uses.length === 0) continue;
-        const again = this.viewLike(copy, view);
-        for (const { user, slot } of uses) setSource(user, slot, again);
+        const clone = this.viewLike(copy, view);
+        for (const { user, slot } of uses) setSource(user, slot, clone);
       }
       recomputed.add(copy);
     }
@@ -716,7 +716,8 @@ export class Graph {
   /**
    * gallocr may place SOFT_MAX_BACK in the memory of the softmax output it reads (src[1]), but the
    * CPU kernel copies dy into dx before multiplying by y, so in place it computes y := dy and
-   * returns wrong gradients. Outputs are never reused, so flagging y as one avoids the aliasing.
+   * returns wrong gradients. Outputs are never reused, so flagging y as one avoids the aliasing;
+   * a recomputed y gets a later user instead.
    */
   private protectSoftmaxOutputs(recomputed: Set<Ptr>): void {
     const { ggml } = this;
