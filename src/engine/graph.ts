@@ -41,7 +41,7 @@ export const BLAS_MIN_FLOPS = 1 << 20;
 /** Ops that only reinterpret memory: computing them does nothing. */
 const NO_WORK_OPS = new Set(["NONE", "VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE"]);
 
-/** Softmax outputs of attention at least this large are recomputed in the backward pass (recomputeSoftmaxes). */
+/** On GPUs, softmax outputs of attention at least this large are recomputed in the backward pass (recomputeSoftmaxes). */
 const RECOMPUTE_MIN_BYTES = 32 * 2 ** 20;
 
 function isMatrix(t: Tensor): boolean {
@@ -427,8 +427,8 @@ export class Graph {
    * overwritten before backward reads it. With `accumulatorOf`, a parameter's gradient is added
    * into a persistent tensor on every compute (gradient accumulation); with `accumulate: false`
    * as well, each compute overwrites the accumulators instead, so they need no zeroing. Softmax
-   * outputs of attention scores of at least `recomputeBytes` are recomputed for the backward pass
-   * instead of kept (recomputeSoftmaxes).
+   * outputs of attention scores of at least `recomputeBytes` (default: 32 MB on GPUs, never on
+   * the CPU) are recomputed for the backward pass instead of kept (recomputeSoftmaxes).
    */
   backward(loss: Tensor, accumulatorOf?: (param: Tensor) => Tensor | undefined, options: { accumulate?: boolean; recomputeBytes?: number } = {}): void {
     if (loss.elements !== 1 || loss.dtype !== "f32") this.fail("backward", "the loss must be a scalar f32", loss);
@@ -455,7 +455,9 @@ export class Graph {
       });
     }
     ggml.ggml_build_backward_expand(this.ctx, this.graph, gradAccs as unknown as Ptr);
-    const recomputed = this.recomputeSoftmaxes(new Set(nodes.map((n) => n.ptr)), options.recomputeBytes ?? RECOMPUTE_MIN_BYTES);
+    // On the CPU memory is plentiful and compute is not: recomputing cost 12% of a step at 1,024 tokens.
+    const recomputeBytes = options.recomputeBytes ?? (this.backend.device.kind === "cpu" ? Infinity : RECOMPUTE_MIN_BYTES);
+    const recomputed = this.recomputeSoftmaxes(new Set(nodes.map((n) => n.ptr)), recomputeBytes);
     if (this.rewriteSlowOutProducts() + recomputed.size > 0) {
       // Re-expanding every node in the old order puts each new operand right before its first user.
       this.exec = ggml.ggml_new_graph_custom(this.ctx, this.maxNodes, false);
