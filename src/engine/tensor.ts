@@ -101,10 +101,9 @@ export class Tensor {
     return Array.from(raw.src, (p) => p || undefined);
   }
 
-  /** The operands of the op that produced this tensor (NULL slots left out). */
+  /** The operands of the op that produced this tensor (empty slots left out). */
   get sourcePtrs(): Ptr[] {
-    const raw = koffi.decode(this.ptr, structs.ggml_tensor) as { src: ArrayLike<Ptr | null> };
-    return Array.from(raw.src).filter((p): p is Ptr => Boolean(p));
+    return this.operandSlots.filter((p): p is Ptr => p !== undefined);
   }
 
   hasSource(i: number): boolean {
